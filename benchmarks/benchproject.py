@@ -1,0 +1,57 @@
+"""A minimal Django project for the benchmarks: one module, SQLite, no apps."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+
+SECRET_KEY = "benchmark"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = __name__
+USE_TZ = True
+INSTALLED_APPS: list[str] = []
+MIDDLEWARE: list[str] = [
+    m for m in os.environ.get("BENCH_MIDDLEWARE", "").split(",") if m
+]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+SLOWWATCH = {"THRESHOLD": float(os.environ.get("BENCH_THRESHOLD", "25"))}
+if os.environ.get("BENCH_RECORD"):
+    # overhead.py defines this reporter to collect detection latencies.
+    SLOWWATCH["REPORTERS"] = ["benchproject.RecordingReporter"]
+DOGSLOW_TIMER = int(float(os.environ.get("BENCH_THRESHOLD", "25")))
+DOGSLOW_LOG_TO_FILE = False
+DOGSLOW_LOGGER = "dogslow_bench"
+LOGGING_CONFIG = None
+
+
+class PassThroughMiddleware:
+    """The floor: what any middleware costs Django per request."""
+
+    def __init__(self, get_response):  # type: ignore[no-untyped-def]
+        self.get_response = get_response
+
+    def __call__(self, request):  # type: ignore[no-untyped-def]
+        return self.get_response(request)
+
+
+def hello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+def sleep(request: HttpRequest) -> HttpResponse:
+    time.sleep(float(request.GET.get("s", "1")))
+    return HttpResponse("slept")
+
+
+def cpu(request: HttpRequest) -> HttpResponse:
+    deadline = time.perf_counter() + float(request.GET.get("s", "1"))
+    while time.perf_counter() < deadline:
+        pass
+    return HttpResponse("spun")
+
+
+urlpatterns = [path("hello", hello), path("sleep", sleep), path("cpu", cpu)]

@@ -1,0 +1,323 @@
+"""What slowwatch costs, measured side by side with an empty middleware and dogslow.
+
+Run it through ``scripts/bench`` (which builds the virtualenv), or directly in
+one that has slowwatch, dogslow, gunicorn and wrk::
+
+    python benchmarks/overhead.py            # everything, about 6 minutes
+    python benchmarks/overhead.py --quick    # fewer rounds, no gunicorn part
+
+Every configuration is built in the same process (or started under the same
+gunicorn) and measured in interleaved batches, so that the machine's drift
+hits all of them alike; differences are paired per round and their median is
+reported. The output is a Markdown table, quoted in ``docs/performance.rst``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import io
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchproject")
+os.environ["BENCH_RECORD"] = "1"
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.test import RequestFactory, override_settings  # noqa: E402
+
+import benchproject  # noqa: E402
+
+SLOWWATCH = "slowwatch.middleware.SlowWatchMiddleware"
+DOGSLOW = "dogslow.WatchdogMiddleware"
+EMPTY = "benchproject.PassThroughMiddleware"
+CONFIGS = {"bare": [], "empty": [EMPTY], "slowwatch": [SLOWWATCH], "dogslow": [DOGSLOW]}
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def handler(middleware: list[str], **overrides: Any) -> WSGIHandler:
+    with override_settings(MIDDLEWARE=middleware, **overrides):
+        return WSGIHandler()
+
+
+def environ(path: str, query: str = "") -> dict[str, Any]:
+    return RequestFactory()._base_environ(PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD="GET")
+
+
+def call(app: WSGIHandler, base: dict[str, Any]) -> None:
+    env = dict(base)
+    env["wsgi.input"] = io.BytesIO()
+    response = app(env, lambda status, headers, exc_info=None: None)
+    b"".join(response)
+    response.close()  # fires request_finished, as a server would
+
+
+# -- 1. in-process cost per request -------------------------------------------
+
+
+def inprocess(rounds: int, batch: int) -> dict[str, tuple[float, float, float]]:
+    apps = {name: handler(mw) for name, mw in CONFIGS.items()}
+    base = environ("/hello")
+    for app in apps.values():
+        for _ in range(500):
+            call(app, base)
+    timings: dict[str, list[float]] = {name: [] for name in apps}
+    order = list(apps)
+    rng = random.Random(1)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            app = apps[name]
+            t0 = time.perf_counter()
+            for _ in range(batch):
+                call(app, base)
+            timings[name].append((time.perf_counter() - t0) / batch * 1e6)
+    result = {}
+    for name, values in timings.items():
+        diffs = [a - b for a, b in zip(values, timings["bare"])]
+        q = statistics.quantiles(diffs, n=4) if len(diffs) > 3 else [0, 0, 0]
+        result[name] = (statistics.median(values), statistics.median(diffs), q[2] - q[0])
+    return result
+
+
+# -- 2. arm + disarm with many concurrent watches -----------------------------
+
+
+def arm_disarm(concurrent: int, calls: int) -> float:
+    """µs per pass through the middleware around a no-op, with N other watches armed."""
+    from slowwatch import runtime
+    from slowwatch.middleware import SlowWatchMiddleware
+
+    with override_settings(SLOWWATCH={"THRESHOLD": 25}):
+        mw = SlowWatchMiddleware(lambda request: None)
+    watchdog = runtime.watchdog()
+    watchdog.ensure_running()
+    started = time.monotonic()
+    # Other requests in flight, as if on other threads or tasks.
+    for i in range(concurrent - 1):
+        watchdog.active[("other", i)] = (started, 25.0, None, 0)
+    watchdog._wake.set()  # let the monitor file them in its heap
+    time.sleep(0.05)
+    request = RequestFactory().get("/hello")
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            mw(request)
+        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
+    for i in range(concurrent - 1):
+        watchdog.active.pop(("other", i), None)
+    return best
+
+
+# -- 3. detection latency ----------------------------------------------------
+
+_lock = threading.Lock()
+_late: list[float] = []
+
+
+class RecordingReporter:
+    """Collects how late each snapshot was taken (slowwatch states it itself)."""
+
+    def handle(self, report: Any) -> None:
+        if report.kind == "slow":
+            with _lock:
+                _late.append(report.late_by)
+
+
+benchproject.RecordingReporter = RecordingReporter  # type: ignore[attr-defined]
+
+
+def _dogslow_recorder(threshold: float) -> None:
+    import dogslow
+
+    original = dogslow.WatchdogMiddleware.peek
+
+    def peek(request: Any, thread_id: int, started: Any) -> Any:
+        # dogslow's deadline: its start (naive UTC) plus DOGSLOW_TIMER.
+        start = calendar.timegm(started.timetuple()) + started.microsecond / 1e6
+        with _lock:
+            _late.append(max(0.0, time.time() - (start + threshold)))
+        return original(request, thread_id, started)
+
+    if not getattr(dogslow.WatchdogMiddleware.peek, "_bench", False):
+        peek._bench = True  # type: ignore[attr-defined]
+        dogslow.WatchdogMiddleware.peek = staticmethod(peek)  # it is a static method
+
+
+def detection(tool: str, kind: str, concurrent: int) -> list[float]:
+    threshold, duration = 1.0, 1.6
+    if tool == "slowwatch":
+        app = handler([SLOWWATCH], SLOWWATCH={**benchproject.SLOWWATCH, "THRESHOLD": threshold})
+    else:
+        _dogslow_recorder(threshold)
+        app = handler([DOGSLOW], DOGSLOW_TIMER=int(threshold))
+    base = environ(f"/{kind}", f"s={duration}")
+    with _lock:
+        _late.clear()
+    threads = [threading.Thread(target=call, args=(app, base)) for _ in range(concurrent)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if tool == "slowwatch":
+        from slowwatch import runtime
+
+        runtime.dispatcher().flush(5)
+    with _lock:
+        return list(_late)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+# -- 4. gunicorn throughput ---------------------------------------------------
+
+
+def gunicorn_rps(middleware: list[str], worker: str, seconds: int) -> float:
+    env = dict(os.environ, BENCH_MIDDLEWARE=",".join(middleware), PYTHONPATH=str(HERE))
+    args = [sys.executable, "-m", "gunicorn", "benchwsgi:application", "-b", "127.0.0.1:0"]
+    args += ["-w", "1", "--log-level", "info"]
+    args += ["-k", "gthread", "--threads", "4"] if worker == "gthread" else ["-k", "sync"]
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True, cwd=HERE)
+    try:
+        port = None
+        deadline = time.monotonic() + 20
+        assert proc.stderr is not None
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            found = re.search(r"Listening at: http://127.0.0.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+        if port is None:
+            raise RuntimeError("gunicorn did not start")
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        url = f"http://127.0.0.1:{port}/hello"
+        subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True, check=True)
+        run = subprocess.run(
+            ["wrk", "-t1", "-c8", f"-d{seconds}s", url], capture_output=True, text=True, check=True
+        )
+        found = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
+        return float(found.group(1)) if found else float("nan")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, no gunicorn part")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args()
+    raw: dict[str, Any] = {}
+    import dogslow
+
+    out("# slowwatch overhead benchmark")
+    out()
+    out(
+        f"Python {platform.python_version()}, Django {django.get_version()}, "
+        f"dogslow {getattr(dogslow, '__version__', '1.2')}, {os.cpu_count()} CPUs, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    out()
+
+    rounds, batch = (60, 200) if args.quick else (300, 200)
+    res = inprocess(rounds, batch)
+    raw["inprocess"] = res
+    out(f"## Per request, in process (hello-world view, {rounds} interleaved rounds of {batch})")
+    out()
+    out("| configuration | µs per request | added vs bare (median of paired rounds) | IQR |")
+    out("|---|---|---|---|")
+    for name, (median, diff, iqr) in res.items():
+        out(f"| {name} | {median:.1f} | {diff:+.2f} µs | {iqr:.2f} |")
+    empty, sw, ds = res["empty"][1], res["slowwatch"][1], res["dogslow"][1]
+    out()
+    out(
+        f"slowwatch above the empty middleware: {sw - empty:+.2f} µs; "
+        f"slowwatch / dogslow added cost: {sw / ds:.3f}"
+    )
+    out()
+
+    out("## Arm + disarm with other watches in flight (µs per pass, monitor running)")
+    out()
+    out("| concurrent watches | µs per pass |")
+    out("|---|---|")
+    raw["arm_disarm"] = {}
+    for n in (1, 100, 10_000):
+        cost = arm_disarm(n, 20_000 if args.quick else 100_000)
+        raw["arm_disarm"][n] = cost
+        out(f"| {n:,} | {cost:.3f} |")
+    out()
+
+    out("## Detection latency: report time minus deadline (threshold 1 s)")
+    out()
+    out("| tool | requests | concurrent | reported | p50 ms | p99 ms | max ms |")
+    out("|---|---|---|---|---|---|---|")
+    raw["detection"] = {}
+    cases = [("sleep", 1), ("sleep", 20), ("sleep", 200), ("cpu", 1), ("cpu", 4), ("cpu", 20)]
+    for kind, n in cases:
+        for tool in ("slowwatch", "dogslow"):
+            late = detection(tool, kind, n)
+            raw["detection"][f"{tool}/{kind}/{n}"] = late
+            ms = [x * 1000 for x in late]
+            out(
+                f"| {tool} | {kind} | {n} | {len(late)}/{n} | {pct(ms, 50):.1f} | "
+                f"{pct(ms, 99):.1f} | {max(ms, default=float('nan')):.1f} |"
+            )
+    out()
+
+    if not args.quick:
+        if shutil.which("wrk") is None:
+            out("(gunicorn throughput skipped: wrk is not installed; apt-get install wrk)")
+        else:
+            runs, seconds = 5, 5
+            out(f"## Under gunicorn, 1 worker: requests/s by wrk -c8 (median of {runs} runs)")
+            out()
+            out("| worker | bare | slowwatch | dogslow | slowwatch / bare | dogslow / bare |")
+            out("|---|---|---|---|---|---|")
+            raw["gunicorn"] = {}
+            for worker in ("sync", "gthread"):
+                rps: dict[str, list[float]] = {"bare": [], "slowwatch": [], "dogslow": []}
+                for i in range(runs):
+                    names = list(rps)
+                    names = names[i % 3 :] + names[: i % 3]
+                    for name in names:
+                        rps[name].append(gunicorn_rps(CONFIGS[name], worker, seconds))
+                raw["gunicorn"][worker] = rps
+                med = {k: statistics.median(v) for k, v in rps.items()}
+                out(
+                    f"| {worker} | {med['bare']:.0f} | {med['slowwatch']:.0f} | "
+                    f"{med['dogslow']:.0f} | {med['slowwatch'] / med['bare']:.3f} | "
+                    f"{med['dogslow'] / med['bare']:.3f} |"
+                )
+            out()
+    if args.json:
+        args.json.write_text(json.dumps(raw, indent=1, default=str))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Turn a live frame chain into plain tuples, at once, from the monitor thread.
+
+Nothing here keeps a frame: the caller gets strings and ints and the frame
+objects go out of scope when the walk returns. Source lines are *not* read
+here (that is file I/O); :mod:`slowwatch.report` adds them later, on the
+reporter thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from types import CodeType, CoroutineType, FrameType, GeneratorType
+from typing import NamedTuple
+
+#: Deeper stacks keep their innermost frames: that is where a request is stuck.
+MAX_FRAMES = 200
+
+
+class Frame(NamedTuple):
+    """One frame of a captured stack."""
+
+    filename: str
+    lineno: int
+    function: str
+    module: str
+
+
+class Stack(NamedTuple):
+    """A captured stack, oldest call first."""
+
+    frames: tuple[Frame, ...]
+    #: Frames above the boundary (the server and slowwatch's own middleware), left out.
+    hidden: int
+    #: Innermost frames beyond :data:`MAX_FRAMES`, left out.
+    truncated: int
+
+
+def _frame(frame: FrameType) -> Frame:
+    code = frame.f_code
+    # f_globals is a plain dict; .get on it runs no user code.
+    module = frame.f_globals.get("__name__")
+    return Frame(
+        code.co_filename,
+        frame.f_lineno or code.co_firstlineno,
+        getattr(code, "co_qualname", code.co_name),
+        module if isinstance(module, str) else "",
+    )
+
+
+def walk_frames(top: FrameType | None, boundary: Collection[CodeType] = ()) -> Stack:
+    """Walk from ``top`` outwards until a frame whose code is in ``boundary``.
+
+    The boundary frame itself and everything above it are counted as hidden.
+    """
+    collected: list[Frame] = []
+    hidden = 0
+    frame = top
+    while frame is not None:
+        if frame.f_code in boundary:
+            while frame is not None:
+                hidden += 1
+                frame = frame.f_back
+            break
+        collected.append(_frame(frame))
+        frame = frame.f_back
+    truncated = max(0, len(collected) - MAX_FRAMES)
+    # Keep the innermost frames; `collected` runs innermost first.
+    kept = collected[:MAX_FRAMES]
+    kept.reverse()
+    return Stack(tuple(kept), hidden, truncated)
+
+
+def walk_coroutine(coro: object, boundary: Collection[CodeType] = ()) -> Stack:
+    """Walk a suspended coroutine's await chain, outermost first.
+
+    Used for asyncio tasks: their frames are on no thread's stack while they
+    wait. Only real coroutines and generators are followed, through
+    ``cr_await``/``gi_yieldfrom``, so no user code runs.
+    """
+    chain: list[Frame] = []
+    hidden = 0
+    while isinstance(coro, (CoroutineType, GeneratorType)) and len(chain) < MAX_FRAMES * 2:
+        frame = coro.cr_frame if isinstance(coro, CoroutineType) else coro.gi_frame
+        if frame is None:
+            break
+        if frame.f_code in boundary:
+            # Everything outside our own middleware is server and framework plumbing.
+            hidden += len(chain) + 1
+            chain.clear()
+        else:
+            chain.append(_frame(frame))
+        coro = coro.cr_await if isinstance(coro, CoroutineType) else coro.gi_yieldfrom
+    truncated = max(0, len(chain) - MAX_FRAMES)
+    return Stack(tuple(chain[-MAX_FRAMES:]), hidden, truncated)

@@ -1,0 +1,286 @@
+"""The one settings object: ``settings.SLOWWATCH`` merged over :data:`DEFAULTS`.
+
+Validation lives here too, so that the system checks (``manage.py check``) and
+the middleware (a deployed WSGI worker, where checks never run) judge a
+setting the same way and with the same IDs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+DEFAULTS: dict[str, Any] = {
+    "ENABLED": True,
+    "THRESHOLD": 25.0,
+    "THRESHOLDS": {},
+    "IGNORE": [],
+    "REPORTERS": ["slowwatch.reporters.LoggingReporter"],
+    "QUEUE_SIZE": 100,
+    "HIDE_SERVER_FRAMES": True,
+}
+
+#: Marks a request that is not watched at all.
+EXEMPT = "exempt"
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    msg: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Rules:
+    """URL rules: path regexes are matched in ``__call__``, URL names once resolved."""
+
+    paths: tuple[tuple[re.Pattern[str], float | str], ...] = ()
+    names: Mapping[str, float | str] | None = None
+
+    def thresholds(self) -> list[float]:
+        values = [v for _, v in self.paths] + list((self.names or {}).values())
+        return [v for v in values if isinstance(v, float)]
+
+    def for_path(self, path: str) -> float | str | None:
+        for pattern, value in self.paths:
+            if pattern.match(path):
+                return value
+        return None
+
+
+def is_path_pattern(key: object) -> bool:
+    """Path regexes start with ``^`` or ``/``; anything else is a URL name."""
+    return isinstance(key, re.Pattern) or (isinstance(key, str) and key[:1] in ("^", "/"))
+
+
+def positive_seconds(value: object) -> float | None:
+    """``value`` as seconds, or None when it is not a positive, finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
+def _check_pattern(key: object, where: str) -> list[Problem]:
+    if isinstance(key, str) and is_path_pattern(key):
+        try:
+            re.compile(key)
+        except re.error as exc:
+            return [
+                Problem(
+                    "slowwatch.E007",
+                    f"SLOWWATCH[{where!r}] has an invalid path regex {key!r}: {exc}.",
+                    "Path regexes start with '^' or '/' and are matched from the "
+                    "start of request.path_info.",
+                )
+            ]
+    return []
+
+
+def validate(raw: object) -> list[Problem]:
+    """Every problem with a ``SLOWWATCH`` value; empty when it is usable."""
+    if not isinstance(raw, Mapping):
+        return [
+            Problem(
+                "slowwatch.E001",
+                f"SLOWWATCH must be a dict, not {type(raw).__name__}.",
+                'For example: SLOWWATCH = {"THRESHOLD": 10}.',
+            )
+        ]
+    problems: list[Problem] = []
+    unknown = sorted(str(k) for k in raw if k not in DEFAULTS)
+    if unknown:
+        problems.append(
+            Problem(
+                "slowwatch.E002",
+                f"SLOWWATCH has unknown key(s): {', '.join(unknown)}.",
+                f"Known keys: {', '.join(DEFAULTS)}.",
+            )
+        )
+    for key in ("ENABLED", "HIDE_SERVER_FRAMES"):
+        if key in raw and not isinstance(raw[key], bool):
+            problems.append(
+                Problem(
+                    "slowwatch.E003",
+                    f"SLOWWATCH[{key!r}] must be True or False, not {raw[key]!r}.",
+                )
+            )
+    if "THRESHOLD" in raw and positive_seconds(raw["THRESHOLD"]) is None:
+        problems.append(
+            Problem(
+                "slowwatch.E004",
+                f"SLOWWATCH['THRESHOLD'] must be a positive number of seconds, "
+                f"not {raw['THRESHOLD']!r}.",
+                "Use an int, float or Decimal greater than 0, such as 25 or 2.5.",
+            )
+        )
+    problems += _validate_thresholds(raw.get("THRESHOLDS", {}))
+    problems += _validate_ignore(raw.get("IGNORE", []))
+    problems += _validate_reporters(raw.get("REPORTERS", DEFAULTS["REPORTERS"]))
+    size = raw.get("QUEUE_SIZE", 100)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        problems.append(
+            Problem(
+                "slowwatch.E010",
+                f"SLOWWATCH['QUEUE_SIZE'] must be a positive int, not {size!r}.",
+            )
+        )
+    return problems
+
+
+def _validate_thresholds(value: object) -> list[Problem]:
+    if not isinstance(value, Mapping):
+        return [
+            Problem(
+                "slowwatch.E005",
+                f"SLOWWATCH['THRESHOLDS'] must be a dict, not {type(value).__name__}.",
+                'Map URL names or path regexes to seconds: {"reports:export": 120}.',
+            )
+        ]
+    problems: list[Problem] = []
+    for key, seconds in value.items():
+        if not isinstance(key, (str, re.Pattern)) or not key:
+            problems.append(
+                Problem(
+                    "slowwatch.E005",
+                    f"SLOWWATCH['THRESHOLDS'] key {key!r} is not a URL name or path regex.",
+                )
+            )
+        elif positive_seconds(seconds) is None:
+            problems.append(
+                Problem(
+                    "slowwatch.E005",
+                    f"SLOWWATCH['THRESHOLDS'][{key!r}] must be a positive number of "
+                    f"seconds, not {seconds!r}.",
+                    "To stop watching a URL, list it in SLOWWATCH['IGNORE'] instead.",
+                )
+            )
+        else:
+            problems += _check_pattern(key, "THRESHOLDS")
+    return problems
+
+
+def _validate_ignore(value: object) -> list[Problem]:
+    if not isinstance(value, (list, tuple)):
+        return [
+            Problem(
+                "slowwatch.E006",
+                f"SLOWWATCH['IGNORE'] must be a list, not {type(value).__name__}.",
+                'For example: ["health", "^/static/"].',
+            )
+        ]
+    problems: list[Problem] = []
+    for item in value:
+        if not isinstance(item, (str, re.Pattern)) or not item:
+            problems.append(
+                Problem(
+                    "slowwatch.E006",
+                    f"SLOWWATCH['IGNORE'] entry {item!r} is not a URL name or path regex.",
+                )
+            )
+        else:
+            problems += _check_pattern(item, "IGNORE")
+    return problems
+
+
+def _validate_reporters(value: object) -> list[Problem]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return [
+            Problem(
+                "slowwatch.E008",
+                "SLOWWATCH['REPORTERS'] must be a list of dotted paths.",
+                'For example: ["slowwatch.reporters.LoggingReporter"].',
+            )
+        ]
+    problems: list[Problem] = []
+    for path in value:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            problems.append(
+                Problem(
+                    "slowwatch.E009",
+                    f"SLOWWATCH['REPORTERS'] entry {path!r} cannot be imported: {exc}.",
+                    "Check the dotted path, and that the reporter's extra is installed.",
+                )
+            )
+    return problems
+
+
+def _compile(key: str | re.Pattern[str]) -> re.Pattern[str]:
+    return key if isinstance(key, re.Pattern) else re.compile(key)
+
+
+class Settings:
+    """Typed, validated access to ``SLOWWATCH``; cached until a setting changes."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] | None = None
+
+    def clear(self) -> None:
+        self._values = None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        if self._values is None:
+            raw = getattr(django_settings, "SLOWWATCH", {})
+            problems = validate(raw)
+            if problems:
+                lines = "\n".join(f"  {p.id}: {p.msg}" for p in problems)
+                raise ImproperlyConfigured(f"Invalid SLOWWATCH setting:\n{lines}")
+            self._values = {**DEFAULTS, **raw}
+        return self._values
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.values["ENABLED"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.values["THRESHOLD"])
+
+    @property
+    def rules(self) -> Rules:
+        values = self.values
+        paths: list[tuple[re.Pattern[str], float | str]] = []
+        names: dict[str, float | str] = {}
+        entries: list[tuple[Any, float | str]] = [(k, EXEMPT) for k in values["IGNORE"]]
+        entries += [(k, float(v)) for k, v in values["THRESHOLDS"].items()]
+        for key, value in entries:
+            if is_path_pattern(key):
+                paths.append((_compile(key), value))
+            else:
+                names[key] = value
+        return Rules(tuple(paths), names or None)
+
+    @property
+    def reporters(self) -> list[str]:
+        return list(self.values["REPORTERS"])
+
+    @property
+    def queue_size(self) -> int:
+        return int(self.values["QUEUE_SIZE"])
+
+    @property
+    def hide_server_frames(self) -> bool:
+        return bool(self.values["HIDE_SERVER_FRAMES"])
+
+
+settings = Settings()
+
+
+@receiver(setting_changed)
+def _clear(*, setting: str, **kwargs: object) -> None:
+    if setting == "SLOWWATCH":
+        settings.clear()

@@ -1,0 +1,159 @@
+"""The way out: a bounded queue and one reporter thread.
+
+Producers (the monitor thread, and a request thread finishing a reported
+request) call :meth:`Dispatcher.submit`, which never blocks: when the queue is
+full the item is dropped and counted. The reporter thread, started on the
+first submit in each process, hands items to ``deliver`` one by one; whatever
+``deliver`` raises is logged through :class:`~slowwatch.internal.InternalLog`.
+At interpreter exit pending items get at most ``exit_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from slowwatch.internal import InternalLog
+
+T = TypeVar("T")
+
+
+class Dispatcher(Generic[T]):
+    def __init__(
+        self,
+        deliver: Callable[[T], object],
+        *,
+        maxsize: int = 100,
+        errors: InternalLog | None = None,
+        exit_timeout: float = 2.0,
+    ) -> None:
+        self._deliver = deliver
+        self.maxsize = maxsize
+        self.exit_timeout = exit_timeout
+        self._errors = errors or InternalLog()
+        #: submitted, delivered, and dropped:<reason>.
+        self.counts: Counter[str] = Counter()
+        self._atexit_registered = False
+        self._reset()
+        ref = weakref.WeakMethod(self._reset)
+
+        def after_fork() -> None:
+            method = ref()
+            if method is not None:
+                method()
+
+        os.register_at_fork(after_in_child=after_fork)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition(threading.Lock())
+        self._items: deque[T] = deque()
+        self._busy = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, item: T) -> bool:
+        """Queue an item for delivery; False (and counted) when it was dropped."""
+        if self._pid != os.getpid():
+            self._reset()
+        with self._cond:
+            if self._stopping:
+                dropped = "shutdown"
+            elif len(self._items) >= self.maxsize:
+                dropped = "queue_full"
+            else:
+                dropped = ""
+                self._items.append(item)
+                self.counts["submitted"] += 1
+                self._cond.notify()
+            if dropped:
+                self.counts[f"dropped:{dropped}"] += 1
+        if dropped:
+            self._warn_drop(dropped, 1)
+            return False
+        if self._thread is None:
+            self._start()
+        return True
+
+    def _warn_drop(self, reason: str, n: int) -> None:
+        # Logged outside our lock: a slow log handler must not stall producers.
+        self._errors.warning(
+            f"drop:{reason}",
+            "slowwatch: %d report(s) dropped (%s); %d dropped for this reason so far",
+            n,
+            reason,
+            self.counts[f"dropped:{reason}"],
+        )
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="slowwatch-reporter", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # interpreter shutting down
+                self._errors.error("starting the reporter thread", exc)
+                return
+            self._thread = thread
+        if not self._atexit_registered:
+            self._atexit_registered = True
+            atexit.register(self._at_exit)
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._items and not self._stopping:
+                    cond.wait()
+                if not self._items:
+                    return
+                item = self._items.popleft()
+                self._busy = True
+            try:
+                with self._errors.guard("delivering a report"):
+                    self._deliver(item)
+            finally:
+                with cond:
+                    self._busy = False
+                    self.counts["delivered"] += 1
+                    cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._items) + int(self._busy)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued was delivered; False on timeout."""
+        if self._thread is None:
+            return not self._items
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._items and not self._busy, timeout)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Deliver what is queued within ``timeout``, drop the rest, end the thread."""
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            left = len(self._items)
+            self._items.clear()
+            self.counts["dropped:shutdown"] += left
+            self._cond.notify_all()
+        if left:
+            self._warn_drop("shutdown", left)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread = None
+        self._stopping = False
+
+    def _at_exit(self) -> None:
+        if self._pid == os.getpid() and self._thread is not None:
+            self.stop(self.exit_timeout)

@@ -1,0 +1,167 @@
+"""SlowWatchMiddleware: arms a watch when a request comes in, disarms it when it leaves.
+
+That is all it does on the request thread. Everything else (noticing the
+deadline, capturing, reporting) happens on slowwatch's own threads.
+Put it first in ``MIDDLEWARE`` so that the time spent in every other
+middleware is watched too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from threading import get_ident
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.core.exceptions import MiddlewareNotUsed
+
+from slowwatch import runtime
+from slowwatch.conf import EXEMPT, settings
+from slowwatch.sampler import STALE_AFTER
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest, HttpResponseBase
+
+#: Under ASGI, where the decorators and URL-name rules find the request's watch key.
+WATCH_ATTR = "_slowwatch_key"
+
+
+def apply_rule(request: HttpRequest, rule: float | str) -> None:
+    """Exempt or re-time the request's watch (URL-name rules and decorators)."""
+    with runtime.errors.guard("applying a per-view rule"):
+        watchdog = runtime.watchdog()
+        # Sync requests are found by thread, which costs the fast path nothing;
+        # async ones (whose sync views run on another thread) by attribute.
+        key = getattr(request, WATCH_ATTR, None) or watchdog.current()
+        if key is None:
+            return
+        if rule == EXEMPT:
+            claim = watchdog.disarm(key)
+            if claim is not None:
+                runtime.finished(claim, None, None)
+        elif isinstance(rule, float):
+            watchdog.retune(key, rule)
+
+
+class SlowWatchMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponseBase]
+        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ) -> None:
+        # Checks do not run in a deployed worker: invalid settings raise
+        # ImproperlyConfigured here, when the handler is built.
+        if not settings.enabled:
+            raise MiddlewareNotUsed("slowwatch is disabled (SLOWWATCH['ENABLED'] is False)")
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            # Tells Django this instance's __call__ returns a coroutine.
+            markcoroutinefunction(self)
+        self.threshold = settings.threshold
+        rules = settings.rules
+        self.path_rules = rules if rules.paths else None
+        self.name_rules = rules.names
+        # Django only calls process_view on middleware that has it: without
+        # URL-name rules the fast path skips that call entirely.
+        if self.name_rules:
+            self.process_view = self._aprocess_view if self.async_mode else self._process_view
+        self.watchdog = watchdog = runtime.watchdog()
+        self.active = watchdog.active
+        self.claims = watchdog.claims
+        for threshold in (self.threshold, *rules.thresholds()):
+            watchdog.require(threshold)
+        if settings.hide_server_frames:
+            watchdog.boundary.update(
+                (SlowWatchMiddleware.__call__.__code__, SlowWatchMiddleware.__acall__.__code__)
+            )
+
+    def _threshold(self, request: HttpRequest) -> float | None:
+        """The request's threshold by path rule; None when it is not watched."""
+        threshold = self.threshold
+        if self.path_rules is not None:
+            rule = self.path_rules.for_path(request.path_info)
+            if rule == EXEMPT:
+                return None
+            if isinstance(rule, float):
+                threshold = rule
+        return threshold
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        threshold = self.threshold if self.path_rules is None else self._threshold(request)
+        if threshold is None:
+            return self.get_response(request)
+        # Watchdog.arm and Watchdog.disarm, inlined (this is the per-request
+        # cost of slowwatch; see benchmarks/overhead.py).
+        started = monotonic()
+        key = get_ident()
+        watch = (started, threshold, request)
+        active = self.active
+        if active.setdefault(key, watch) is not watch:
+            # A handler nested in this thread's request: the outer watch covers it.
+            return self.get_response(request)
+        if started - self.watchdog.beat > STALE_AFTER:
+            self.watchdog.ensure_running()
+        response = None
+        try:
+            response = self.get_response(request)
+        finally:
+            active.pop(key, None)
+            if self.claims and key in self.claims:
+                claim = self.watchdog.settle(key)
+                if claim is not None:
+                    runtime.finished(claim, response, sys.exc_info()[1])
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        threshold = self._threshold(request)
+        # Keyed by the task serving this request: while it waits, its frames are
+        # on its await chain rather than on the loop thread's stack.
+        task = asyncio.current_task()
+        if threshold is None or self.watchdog.arm(request, threshold, task=task) is None:
+            return await self.get_response(request)  # type: ignore[no-any-return, misc]
+        setattr(request, WATCH_ATTR, task)
+        response = None
+        try:
+            response = await self.get_response(request)  # type: ignore[misc]
+        finally:
+            claim = self.watchdog.disarm(task)
+            if claim is not None:
+                runtime.finished(claim, response, sys.exc_info()[1])
+        return response  # type: ignore[no-any-return]
+
+    def _process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> None:
+        match = request.resolver_match
+        names = self.name_rules
+        if match is None or names is None:
+            return
+        with runtime.errors.guard("applying a URL-name rule"):
+            rule = names.get(match.view_name)
+            if rule is None and match.url_name:
+                rule = names.get(match.url_name)
+            if rule is not None:
+                apply_rule(request, rule)
+
+    async def _aprocess_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> None:
+        # A coroutine so that Django does not hop to a thread to call it.
+        self._process_view(request, view_func, view_args, view_kwargs)

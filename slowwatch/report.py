@@ -1,0 +1,247 @@
+"""What a slow request looks like once captured: plain, immutable records.
+
+Two raw records leave the hot side:
+
+* :class:`Snapshot`, made by the monitor thread when a deadline passes;
+* :class:`Finished`, made by the request thread when a reported request ends.
+
+On the reporter thread :func:`build_report` turns either into a :class:`Report`:
+query strings redacted, source lines read, ready to render. Every reporter gets
+the same redacted report. No record here holds a frame or a live object.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from slowwatch.capture import Frame, Stack
+from slowwatch.redact import redact_url
+
+#: Version of the JSON document produced by :meth:`Report.to_dict`.
+SCHEMA_VERSION = 1
+
+#: Longest path shown in a one-line summary; the JSON keeps the full one.
+SUMMARY_PATH_MAX = 300
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """Request metadata, read on the monitor thread from plain attributes only."""
+
+    method: str
+    path: str
+    query: str = ""
+    view: str = ""
+    route: str = ""
+    host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    report_id: str
+    request: RequestInfo
+    pid: int
+    thread_id: int
+    thread_name: str
+    started_at: float
+    threshold: float
+    elapsed: float
+    late_by: float
+    stack: Stack
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    report_id: str
+    request: RequestInfo
+    pid: int
+    thread_id: int
+    started_at: float
+    threshold: float
+    duration: float
+    status_code: int | None = None
+    exception: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFrame:
+    filename: str
+    lineno: int
+    function: str
+    module: str
+    line: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "filename": self.filename,
+            "lineno": self.lineno,
+            "function": self.function,
+            "module": self.module,
+            "line": self.line,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A transition of one slow request, as reporters receive it."""
+
+    kind: Literal["slow", "finished"]
+    id: str
+    method: str
+    url: str
+    view: str
+    route: str
+    host: str
+    hostname: str
+    pid: int
+    thread_id: int
+    thread_name: str
+    started_at: float
+    threshold: float
+    #: Seconds the request had run when this was taken (``slow``) or in all (``finished``).
+    elapsed: float
+    #: How long after the deadline the snapshot was taken (``slow`` only).
+    late_by: float = 0.0
+    frames: tuple[SourceFrame, ...] = ()
+    hidden_frames: int = 0
+    truncated_frames: int = 0
+    status_code: int | None = None
+    exception: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        url = _one_line(self.url)
+        if len(url) > SUMMARY_PATH_MAX:
+            url = url[: SUMMARY_PATH_MAX - 1] + "…"
+        view = f" ({self.view})" if self.view else ""
+        if self.kind == "finished":
+            outcome = self.exception or (str(self.status_code) if self.status_code else "?")
+            return (
+                f"Slow request finished: {self.method} {url}{view} -> {outcome} "
+                f"in {self.elapsed:.2f} s (threshold {self.threshold:g} s)"
+            )
+        thread = f"{self.thread_name} ({self.thread_id})" if self.thread_name else self.thread_id
+        return (
+            f"Slow request: {self.method} {url}{view} running for {self.elapsed:.2f} s, "
+            f"threshold {self.threshold:g} s, pid {self.pid}, thread {thread}, "
+            f"taken {self.late_by * 1000:.0f} ms after the deadline"
+        )
+
+    def traceback(self) -> str:
+        """The stack, Python style: oldest call first, the stuck line last."""
+        notes = []
+        if self.hidden_frames:
+            notes.append(f"{self.hidden_frames} server frames above slowwatch hidden")
+        if self.truncated_frames:
+            notes.append(f"{self.truncated_frames} frames cut")
+        head = "Stack of the request (most recent call last"
+        head += f"; {', '.join(notes)}):" if notes else "):"
+        lines = [head]
+        if not self.frames:
+            lines.append("  (no stack: the thread had no Python frame to show)")
+        for frame in self.frames:
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
+            if frame.line:
+                lines.append(f"    {frame.line}")
+        return "\n".join(lines)
+
+    def text(self) -> str:
+        if self.kind == "slow":
+            return f"{self.summary()}\n{self.traceback()}"
+        return self.summary()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON form (see ``docs/report.rst``)."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "kind": self.kind,
+            "id": self.id,
+            "request": {
+                "method": self.method,
+                "url": self.url,
+                "view": self.view,
+                "route": self.route,
+                "host": self.host,
+            },
+            "process": {
+                "hostname": self.hostname,
+                "pid": self.pid,
+                "thread_id": self.thread_id,
+                "thread_name": self.thread_name,
+            },
+            "timing": {
+                "started_at": self.started_at,
+                "threshold": self.threshold,
+                "elapsed": self.elapsed,
+                "late_by": self.late_by,
+            },
+            "stack": {
+                "frames": [f.to_dict() for f in self.frames],
+                "hidden": self.hidden_frames,
+                "truncated": self.truncated_frames,
+            },
+            "outcome": {"status_code": self.status_code, "exception": self.exception},
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+def _one_line(text: str) -> str:
+    # Paths are attacker-controlled: CR/LF must not start a new log line.
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _source(frames: tuple[Frame, ...]) -> tuple[SourceFrame, ...]:
+    return tuple(
+        SourceFrame(
+            f.filename,
+            f.lineno,
+            f.function,
+            f.module,
+            linecache.getline(f.filename, f.lineno).strip(),
+        )
+        for f in frames
+    )
+
+
+_HOSTNAME = socket.gethostname()
+
+
+def build_report(event: Snapshot | Finished) -> Report:
+    """Redact and format a raw record. Runs on the reporter thread."""
+    req = event.request
+    common: dict[str, Any] = {
+        "id": event.report_id,
+        "method": _one_line(req.method),
+        "url": redact_url(req.path, req.query),
+        "view": req.view,
+        "route": req.route,
+        "host": _one_line(req.host),
+        "hostname": _HOSTNAME,
+        "pid": event.pid or os.getpid(),
+        "thread_id": event.thread_id,
+        "started_at": event.started_at,
+        "threshold": event.threshold,
+    }
+    if isinstance(event, Snapshot):
+        return Report(
+            kind="slow",
+            thread_name=event.thread_name,
+            elapsed=event.elapsed,
+            late_by=event.late_by,
+            frames=_source(event.stack.frames),
+            hidden_frames=event.stack.hidden,
+            truncated_frames=event.stack.truncated,
+            **common,
+        )
+    return Report(
+        kind="finished",
+        thread_name="",
+        elapsed=event.duration,
+        status_code=event.status_code,
+        exception=event.exception,
+        **common,
+    )

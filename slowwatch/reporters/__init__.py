@@ -1,0 +1,8 @@
+"""Where reports go. List the ones you want in ``SLOWWATCH["REPORTERS"]``."""
+
+from __future__ import annotations
+
+from slowwatch.reporters.base import Reporter
+from slowwatch.reporters.log import LoggingReporter
+
+__all__ = ["LoggingReporter", "Reporter"]

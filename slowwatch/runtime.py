@@ -1,0 +1,130 @@
+"""The process-wide wiring between Django and the core.
+
+One :class:`~slowwatch.sampler.Watchdog` and one
+:class:`~slowwatch.dispatch.Dispatcher` per process, created on first use
+(no thread starts until the first watched request). The Django-specific
+pieces live here: how to read a request on the monitor thread, and how to
+turn a raw record into a report and hand it to every configured reporter.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from slowwatch.conf import settings
+from slowwatch.dispatch import Dispatcher
+from slowwatch.internal import InternalLog
+from slowwatch.report import Finished, RequestInfo, Snapshot, build_report
+from slowwatch.sampler import Claim, Watchdog
+
+if TYPE_CHECKING:
+    from django.http import HttpResponseBase
+
+    from slowwatch.reporters import Reporter
+
+errors = InternalLog()
+_lock = threading.Lock()
+_watchdog: Watchdog | None = None
+_dispatcher: Dispatcher[Snapshot | Finished] | None = None
+_reporters: list[Reporter] | None = None
+
+
+def _plain(obj: object, name: str) -> Any:
+    """An instance attribute read straight from ``__dict__``: no property, no
+    ``__getattr__``, no lazy evaluation can run on the monitor thread."""
+    try:
+        return vars(obj).get(name)
+    except TypeError:
+        return None
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def describe(request: Any) -> RequestInfo | None:
+    """What a report needs from the live request. Runs on the monitor thread."""
+    meta = _plain(request, "META")
+    meta = meta if isinstance(meta, dict) else {}
+    match = _plain(request, "resolver_match")
+    return RequestInfo(
+        method=_text(_plain(request, "method")),
+        path=_text(_plain(request, "path")),
+        query=_text(meta.get("QUERY_STRING")),
+        view=_text(_plain(match, "_func_path")) if match is not None else "",
+        route=_text(_plain(match, "route")) if match is not None else "",
+        host=_text(meta.get("HTTP_HOST") or meta.get("SERVER_NAME")),
+    )
+
+
+def dispatcher() -> Dispatcher[Snapshot | Finished]:
+    global _dispatcher
+    if _dispatcher is None:
+        with _lock:
+            if _dispatcher is None:
+                _dispatcher = Dispatcher(deliver, maxsize=settings.queue_size, errors=errors)
+    return _dispatcher
+
+
+def watchdog() -> Watchdog:
+    global _watchdog
+    if _watchdog is None:
+        queue = dispatcher()
+        with _lock:
+            if _watchdog is None:
+                _watchdog = Watchdog(on_slow=queue.submit, describe=describe, errors=errors)
+    return _watchdog
+
+
+def finished(claim: Claim, response: HttpResponseBase | None, exc: BaseException | None) -> None:
+    """Send the ``finished`` transition of a reported request (request thread)."""
+    with errors.guard("reporting a finished request"):
+        duration = time.monotonic() - claim.started
+        dispatcher().submit(
+            Finished(
+                report_id=claim.report_id,
+                request=claim.info,
+                pid=os.getpid(),
+                thread_id=threading.get_ident(),
+                started_at=time.time() - duration,
+                threshold=claim.threshold,
+                duration=duration,
+                status_code=getattr(response, "status_code", None),
+                exception=type(exc).__qualname__ if exc is not None else "",
+            )
+        )
+
+
+def reporters() -> Sequence[Reporter]:
+    global _reporters
+    found = _reporters
+    if found is None:
+        found = []
+        for path in settings.reporters:
+            with errors.guard(f"creating reporter {path}"):
+                found.append(import_string(path)())
+        _reporters = found
+    return found
+
+
+def deliver(event: Snapshot | Finished) -> None:
+    """Build the report and run every reporter, each on its own guard."""
+    report = build_report(event)
+    for reporter in reporters():
+        with errors.guard(f"reporter {type(reporter).__qualname__}"):
+            reporter.handle(report)
+
+
+@receiver(setting_changed)
+def _reset_reporters(*, setting: str, **kwargs: object) -> None:
+    global _reporters
+    if setting == "SLOWWATCH":
+        _reporters = None

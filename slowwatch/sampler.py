@@ -1,0 +1,336 @@
+"""The watchdog: one monitor thread per process that notices requests running late.
+
+How a watch travels:
+
+* The request thread files a *watch*, a plain tuple ``(started, threshold,
+  subject[, thread_id])``, under a key in :attr:`Watchdog.active` (its thread
+  ident, or its asyncio task) and deletes it when done. No lock, no wake-up, no
+  object beyond that tuple: a fast request's watch is freed on the spot.
+* Every ``tick`` (never longer than half the smallest threshold in use, so each
+  watch is seen before its deadline) the monitor thread copies ``active`` and
+  pushes the watches it has not seen yet onto a deadline heap that it alone
+  owns. It sleeps until the earliest deadline, then snapshots the stacks of the
+  watches that are due. Finished watches leave the heap lazily (lazy cancel)
+  and the heap is compacted when it outgrows ``active``.
+* Whether a due watch is still *the same request* is decided by identity:
+  ``active[key] is watch``. A thread that moved on to another request has
+  another tuple there, so a snapshot is never reported for the wrong request.
+
+Reporting a snapshot and finishing a request race each other; :attr:`claims`
+and :meth:`settle` resolve that race (see :meth:`_report`).
+
+This module imports nothing from Django: the edge hands it an opaque
+``subject`` per watch and a ``describe`` callable to read it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from threading import get_ident
+from types import CodeType, FrameType
+from typing import Any
+
+from slowwatch.capture import Stack, walk_coroutine, walk_frames
+from slowwatch.internal import InternalLog
+from slowwatch.report import Snapshot
+
+#: A watch: ``(started, threshold, subject)`` for a thread, keyed by its ident;
+#: ``(started, threshold, subject, thread_id)`` for an asyncio task, keyed by the task.
+Watch = tuple[Any, ...]
+
+#: Longest sleep of an idle monitor.
+MAX_TICK = 1.0
+#: Without a heartbeat for this long, arming checks the monitor is alive (after
+#: a fork without fork hooks, as under uWSGI, the thread is simply gone).
+STALE_AFTER = 10.0
+
+
+@dataclass
+class Claim:
+    """The monitor's hold on a watch it is reporting, kept until the request ends."""
+
+    watch: Watch
+    reported: bool = False
+    report_id: str = ""
+    info: Any = None
+
+    @property
+    def started(self) -> float:
+        return float(self.watch[0])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.watch[1])
+
+
+def thread_of(key: object, watch: Watch) -> int:
+    return int(watch[3]) if len(watch) > 3 else int(key)  # type: ignore[call-overload]
+
+
+class Watchdog:
+    """Arms deadlines for requests and snapshots the ones that pass them.
+
+    :param on_slow: called on the monitor thread with each accepted
+        :class:`~slowwatch.report.Snapshot`. It must not block (hand it to a queue).
+    :param describe: reads what a report needs from a watch's subject, on the
+        monitor thread; must run no user code. ``None`` means "gone".
+    :param clock: a monotonic clock; tests inject a fake one and call :meth:`poll`.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_slow: Callable[[Snapshot], object],
+        describe: Callable[[Any], Any],
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        errors: InternalLog | None = None,
+    ) -> None:
+        self._on_slow = on_slow
+        self._describe = describe
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._errors = errors or InternalLog()
+        #: Code objects of the frames where a request's own stack begins
+        #: (slowwatch's middleware); what lies above them is server plumbing.
+        self.boundary: set[CodeType] = set()
+        #: key -> watch of every request in flight. Request threads add and
+        #: delete entries (single dict operations, atomic); the monitor only reads.
+        self.active: dict[object, Watch] = {}
+        #: key -> Claim of the watches being reported; written under the lock.
+        self.claims: dict[object, Claim] = {}
+        self.tick = MAX_TICK
+        self._reset()
+        ref = weakref.WeakMethod(self._reset)
+
+        def after_fork() -> None:
+            method = ref()
+            if method is not None:
+                method()
+
+        # A child must not inherit our lock held or our (dead) thread; uWSGI
+        # without fork hooks is caught by the heartbeat check instead.
+        os.register_at_fork(after_in_child=after_fork)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        # Cleared in place: the middleware holds references to these dicts.
+        self.active.clear()
+        self.claims.clear()
+        self._heap: list[tuple[float, int, object, Watch]] = []
+        self._seen: dict[object, Watch] = {}
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        #: Monotonic time of the monitor's last poll.
+        self.beat = -float("inf")
+
+    # -- request side ---------------------------------------------------
+    # SlowWatchMiddleware.__call__ inlines arm and disarm: a method call would
+    # cost as much as all the rest of its work.
+
+    def arm(self, subject: object, threshold: float, task: object = None) -> Watch | None:
+        """File a watch for the calling thread (or ``task``). No I/O, lock or logging.
+
+        Returns None when this thread or task is already watched (a nested
+        handler): the outer watch covers it.
+        """
+        now = self._clock()
+        ident = get_ident()
+        key: object
+        if task is None:
+            key, watch = ident, (now, threshold, subject)
+        else:
+            key, watch = task, (now, threshold, subject, ident)
+        if self.active.setdefault(key, watch) is not watch:
+            return None
+        if now - self.beat > STALE_AFTER:
+            self.ensure_running()
+        return watch
+
+    def disarm(self, key: object) -> Claim | None:
+        """End the watch under ``key``; its Claim when a slow report went out."""
+        self.active.pop(key, None)
+        if self.claims and key in self.claims:
+            return self.settle(key)
+        return None
+
+    def settle(self, key: object) -> Claim | None:
+        """After ``key`` left :attr:`active`: the reported Claim, if any."""
+        with self._lock:
+            claim = self.claims.pop(key, None)
+        return claim if claim is not None and claim.reported else None
+
+    def current(self) -> object | None:
+        """The key of the calling thread's watch, if it has one."""
+        ident = get_ident()
+        return ident if ident in self.active else None
+
+    def retune(self, key: object, threshold: float) -> None:
+        """Give a watch another threshold (a per-view rule, seen after arming)."""
+        watch = self.active.get(key)
+        if watch is None or key in self.claims:
+            return
+        # A new tuple: the monitor files it at its new deadline and skips the
+        # old heap entry, which no longer matches `active[key]`.
+        self.active[key] = (watch[0], threshold, *watch[2:])
+        self.require(threshold)
+
+    def require(self, threshold: float) -> None:
+        """Make sure the monitor looks often enough for ``threshold``."""
+        tick = min(MAX_TICK, threshold / 2)
+        if tick < self.tick:
+            self.tick = tick
+            self._wake.set()
+
+    # -- lifecycle ------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive() and self._pid == os.getpid()
+
+    def ensure_running(self) -> None:
+        """Start the monitor thread if this process has none (first use, after fork)."""
+        if self._pid != os.getpid():
+            self._reset()
+        with self._lock:
+            if self.running:
+                self.beat = self._clock()
+                return
+            thread = threading.Thread(target=self._run, name="slowwatch-monitor", daemon=True)
+            self._stopping = False
+            self.beat = self._clock()
+            try:
+                thread.start()
+            except RuntimeError as exc:  # interpreter shutting down
+                self._errors.error("starting the monitor thread", exc)
+                return
+            self._thread = thread
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the monitor thread (tests, shutdown); forget every watch."""
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+        self.active.clear()
+        self.claims.clear()
+        self._heap.clear()
+        self._seen.clear()
+        self.beat = -float("inf")
+
+    # -- monitor thread -------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            with self._errors.guard("monitor loop"):
+                timeout = self.poll(self._clock())
+                self._wake.wait(timeout)
+                self._wake.clear()
+
+    def poll(self, now: float) -> float:
+        """File new watches, capture the due ones; return seconds until the next poll."""
+        self.beat = now
+        heap, active = self._heap, self.active
+        # dict.copy() is one step while request threads keep changing `active`.
+        current = active.copy()
+        seen = self._seen
+        for key, watch in current.items():
+            if seen.get(key) is not watch:
+                heapq.heappush(heap, (watch[0] + watch[1], next(self._seq), key, watch))
+        self._seen = current
+        due: list[tuple[object, Watch]] = []
+        while heap:
+            deadline, _, key, watch = heap[0]
+            live = active.get(key) is watch and key not in self.claims
+            if live and deadline > now:
+                break
+            heapq.heappop(heap)
+            if live:
+                due.append((key, watch))
+        if due:
+            self._capture(due)
+        if len(heap) > 2 * len(current) + 64:
+            heap[:] = [e for e in heap if active.get(e[2]) is e[3]]
+            heapq.heapify(heap)
+        if heap:
+            return max(0.0, min(heap[0][0] - self._clock(), self.tick))
+        return self.tick
+
+    def _capture(self, due: list[tuple[object, Watch]]) -> None:
+        # One frames dict for the whole batch: at 200 due watches this is what
+        # keeps the last one on time.
+        frames = sys._current_frames()
+        taken = self._clock()
+        wall = self._wall_clock()
+        try:
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for key, watch in due:
+                with self._errors.guard("capturing a stack"):
+                    thread_id = thread_of(key, watch)
+                    stack = self._stack(key, frames.get(thread_id))
+                    self._report(key, watch, stack, taken, wall, names.get(thread_id, ""))
+        finally:
+            # Frames keep whole call chains (and their locals) alive.
+            del frames
+
+    def _stack(self, key: object, top: FrameType | None) -> Stack:
+        stack = walk_frames(top, self.boundary)
+        if not isinstance(key, int) and not stack.hidden:
+            # An asyncio task that is not running right now: its frames are
+            # not on the loop thread's stack, but on its await chain.
+            get_coro = getattr(type(key), "get_coro", None)
+            if get_coro is not None:
+                return walk_coroutine(get_coro(key), self.boundary)
+        return stack
+
+    def _report(
+        self, key: object, watch: Watch, stack: Stack, taken: float, wall: float, thread: str
+    ) -> None:
+        """Hand a snapshot on, unless its request finished while we looked.
+
+        A Dekker-style handshake with the request thread, which deletes
+        ``active[key]`` and then looks for ``claims[key]``: here we write the
+        claim and then look at ``active[key]``. At least one side sees the
+        other, so either we drop the snapshot or the request thread sees the
+        claim and, through :meth:`settle` and our lock, learns the outcome.
+        """
+        started, threshold, subject = watch[0], watch[1], watch[2]
+        info = self._describe(subject)
+        with self._lock:
+            claim = self.claims[key] = Claim(watch)
+            if self.active.get(key) is not watch or info is None:
+                # Finished while we looked: the stack may be another request's.
+                del self.claims[key]
+                return
+            claim.reported = True
+            claim.report_id = uuid.uuid4().hex
+            claim.info = info
+            self._on_slow(
+                Snapshot(
+                    report_id=claim.report_id,
+                    request=info,
+                    pid=self._pid,
+                    thread_id=thread_of(key, watch),
+                    thread_name=thread,
+                    started_at=wall - (taken - started),
+                    threshold=threshold,
+                    elapsed=taken - started,
+                    late_by=max(0.0, taken - (started + threshold)),
+                    stack=stack,
+                )
+            )

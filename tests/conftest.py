@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from slowwatch import runtime
+from helpers import Collected
+
+SLOWWATCH_THREADS = {"slowwatch-monitor", "slowwatch-reporter"}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """No armed watch, stray thread or queued report outlives a test."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    if runtime._dispatcher is not None:
+        assert runtime._dispatcher.flush(5), "reports still queued after the test"
+    if runtime._watchdog is not None:
+        assert runtime._watchdog.active == {}, "a watch is still armed after the test"
+        assert runtime._watchdog.claims == {}, "a claim is still held after the test"
+    stray = [
+        t
+        for t in threading.enumerate()
+        if t.ident not in before and t.name not in SLOWWATCH_THREADS and t.is_alive()
+    ]
+    for t in stray:
+        t.join(2)
+    stray = [t for t in stray if t.is_alive()]
+    assert not stray, f"threads leaked by the test: {stray}"
+
+
+@pytest.fixture
+def collected(settings: pytest.FixtureRequest) -> Iterator[type[Collected]]:
+    """Route reports to :class:`Collected` (plus logging) for one test."""
+    Collected.reports = []
+    Collected.arrived.clear()
+    current = dict(getattr(settings, "SLOWWATCH", {}))
+    current["REPORTERS"] = ["helpers.Collected", "slowwatch.reporters.LoggingReporter"]
+    settings.SLOWWATCH = current  # type: ignore[attr-defined]
+    yield Collected
+    if runtime._dispatcher is not None:
+        runtime._dispatcher.flush(5)
+
+
+@pytest.fixture
+def report_records(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="slowwatch.report")
+    return caplog

@@ -1,0 +1,130 @@
+"""Helpers shared by the tests: a collecting reporter and a real-server runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from slowwatch.reporters.base import Reporter
+
+HERE = Path(__file__).resolve().parent
+
+
+class Collected(Reporter):
+    """A reporter that keeps what it receives, for in-process tests."""
+
+    reports: list[object] = []
+    arrived = threading.Event()
+
+    def handle(self, report: object) -> None:
+        Collected.reports.append(report)
+        Collected.arrived.set()
+
+
+
+class Server:
+    """The test project under a real server in a subprocess, on a free port of 127.0.0.1.
+
+    Reports come back through the project's JSON-lines log handler.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        args: list[str],
+        *,
+        threshold: float = 0.3,
+        module: str = "gunicorn",
+        app: str = "testproject.wsgi:application",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.reports_file = tmp_path / "reports.jsonl"
+        self.reports_file.touch()
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(HERE),
+            "SLOWWATCH_TEST_REPORTS": str(self.reports_file),
+            "SLOWWATCH_TEST_THRESHOLD": str(threshold),
+            "SLOWWATCH_TEST_DB": str(tmp_path / "db.sqlite3"),
+            **(env or {}),
+        }
+        cmd = [sys.executable, "-m", module, app, *args]
+        self.proc = subprocess.Popen(
+            cmd, cwd=HERE, env=full_env, stderr=subprocess.PIPE, text=True
+        )
+        self.log: list[str] = []
+        self.worker_pids: set[int] = set()
+        self.port = 0
+        ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, args=(ready,), daemon=True)
+        self._reader.start()
+        if not ready.wait(30) or not self.port:
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.log))
+
+    def _read(self, ready: threading.Event) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            found = re.search(r"(?:Listening at: |running on )http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+                ready.set()
+            worker = re.search(r"Booting worker with pid: (\d+)", line)
+            if worker:
+                self.worker_pids.add(int(worker.group(1)))
+        ready.set()
+
+    def get(self, path: str, timeout: float = 30) -> tuple[int, bytes]:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def all_reports(self) -> list[dict[str, Any]]:
+        lines = self.reports_file.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def reports(
+        self,
+        count: int,
+        where: Callable[[dict[str, Any]], bool] = lambda r: True,
+        timeout: float = 15,
+    ) -> list[dict[str, Any]]:
+        """Wait until ``count`` reports match ``where`` (polling a file another process writes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.all_reports() if where(r)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def slow(kind: str) -> Callable[[dict[str, Any]], bool]:
+    """Matches report documents of one kind (``slow`` or ``finished``)."""
+    return lambda r: r["slowwatch"] is not None and r["slowwatch"]["kind"] == kind

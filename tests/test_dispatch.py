@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+from slowwatch.dispatch import Dispatcher
+from slowwatch.internal import InternalLog
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_full_queue_drops_counts_and_says_so(caplog):
+    caplog.set_level(logging.WARNING, logger="slowwatch.internal")
+    started, release = threading.Event(), threading.Event()
+    delivered: list[int] = []
+
+    def deliver(item: int) -> None:
+        started.set()
+        release.wait(10)
+        delivered.append(item)
+
+    d: Dispatcher[int] = Dispatcher(deliver, maxsize=3)
+    try:
+        assert d.submit(0)
+        assert started.wait(5)  # item 0 is being delivered; the queue is empty
+        t0 = time.perf_counter()
+        results = [d.submit(i) for i in range(1, 7)]
+        assert time.perf_counter() - t0 < 0.05, "submit must never block"
+        assert results == [True, True, True, False, False, False]
+        assert d.counts["dropped:queue_full"] == 3
+        drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(drops) == 1, "drops are logged once a minute, not once each"
+        release.set()
+        assert d.flush(5)
+        assert delivered == [0, 1, 2, 3]
+        assert d.counts["delivered"] == 4
+    finally:
+        release.set()
+        d.stop()
+
+
+def test_a_failing_deliver_is_logged_once_a_minute_and_does_not_stop_the_thread(caplog):
+    caplog.set_level(logging.ERROR, logger="slowwatch.internal")
+    clock = FakeClock()
+    seen: list[int] = []
+
+    def deliver(item: int) -> None:
+        seen.append(item)
+        raise ValueError(f"bad {item}")
+
+    d: Dispatcher[int] = Dispatcher(deliver, errors=InternalLog(clock=clock))
+    try:
+        for i in range(3):
+            d.submit(i)
+        assert d.flush(5)
+        clock.now += 61
+        d.submit(3)
+        assert d.flush(5)
+    finally:
+        d.stop()
+    assert seen == [0, 1, 2, 3]
+    errors = [r for r in caplog.records if r.name == "slowwatch.internal"]
+    assert len(errors) == 2
+    assert "2 more like it" in errors[1].getMessage()
+    assert errors[0].exc_info is not None
+
+
+def test_exit_waits_at_most_two_seconds_for_pending_reports():
+    script = textwrap.dedent(
+        """
+        import logging, sys, time
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+        from slowwatch.dispatch import Dispatcher
+        d = Dispatcher(lambda item: time.sleep(0.5))
+        for i in range(20):
+            d.submit(i)
+        print("submitted", flush=True)
+        """
+    )
+    t0 = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    took = time.monotonic() - t0
+    assert run.returncode == 0, run.stderr
+    assert "submitted" in run.stdout
+    assert took < 4.5, took  # interpreter start + the 2 s cap
+    assert "dropped (shutdown)" in run.stderr
+
+
+def test_flush_of_an_unused_dispatcher_is_immediate():
+    d: Dispatcher[int] = Dispatcher(lambda item: None)
+    assert d.flush(0.1)

@@ -1,0 +1,270 @@
+"""The watchdog core, driven by a fake clock (no monitor thread) where it can be."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from slowwatch.report import RequestInfo, Snapshot
+from slowwatch.sampler import Watchdog
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def describe(subject: Any) -> RequestInfo | None:
+    return RequestInfo(method="GET", path=str(subject))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def snapshots() -> list[Snapshot]:
+    return []
+
+
+@pytest.fixture
+def watchdog(clock: FakeClock, snapshots: list[Snapshot]) -> Iterator[Watchdog]:
+    wd = Watchdog(on_slow=snapshots.append, describe=describe, clock=clock)
+    # A heartbeat in the far future keeps `arm` from starting the real thread:
+    # these tests call poll() themselves.
+    wd.beat = float("inf")
+    yield wd
+    wd.stop()
+
+
+def blocked_view(watchdog: Watchdog, path: str, armed: threading.Event, release: threading.Event) -> None:
+    watchdog.arm(path, 5.0)
+    armed.set()
+    release.wait(10)  # the line a report must point at
+    watchdog.disarm(threading.get_ident())
+
+
+@pytest.fixture
+def serving(watchdog: Watchdog) -> Iterator[Any]:
+    """Start a thread that arms a 5 s watch and blocks until released."""
+    threads: list[tuple[threading.Thread, threading.Event]] = []
+
+    def start(path: str = "/slow") -> threading.Thread:
+        armed, release = threading.Event(), threading.Event()
+        thread = threading.Thread(target=blocked_view, args=(watchdog, path, armed, release))
+        thread.start()
+        assert armed.wait(5)
+        threads.append((thread, release))
+        return thread
+
+    yield start
+    for thread, release in threads:
+        release.set()
+        thread.join(5)
+
+
+def test_fires_at_the_deadline_and_not_before(watchdog, clock, snapshots, serving):
+    serving()
+    clock.now += 4.999
+    watchdog.poll(clock.now)
+    assert snapshots == []
+    clock.now += 0.002
+    watchdog.poll(clock.now)
+    assert len(snapshots) == 1
+    snap = snapshots[0]
+    assert snap.request.path == "/slow"
+    assert snap.threshold == 5.0
+    assert snap.late_by == pytest.approx(0.001)
+    assert snap.pid == os.getpid()
+    view = next(f for f in snap.stack.frames if f.function == "blocked_view")
+    assert view.filename == __file__
+    assert view.lineno == blocked_view.__code__.co_firstlineno + 3  # release.wait(10)
+    # Innermost last: the thread is inside Event.wait, called from the view.
+    names = [f.function for f in snap.stack.frames]
+    assert names.index("blocked_view") < names.index("Event.wait")
+
+
+def test_fires_once(watchdog, clock, snapshots, serving):
+    serving()
+    for _ in range(5):
+        clock.now += 3
+        watchdog.poll(clock.now)
+    assert len(snapshots) == 1
+
+
+def test_disarm_before_the_deadline_means_no_report(watchdog, clock, snapshots):
+    watchdog.arm("/quick", 5.0)
+    watchdog.poll(clock.now)
+    clock.now += 1
+    assert watchdog.disarm(threading.get_ident()) is None
+    clock.now += 10
+    watchdog.poll(clock.now)
+    assert snapshots == []
+    assert watchdog.active == {}
+
+
+def test_poll_sleeps_until_the_next_deadline(watchdog, clock):
+    watchdog.require(5.0)
+    watchdog.arm("/a", 0.3, task="task-a")
+    assert watchdog.poll(clock.now) == pytest.approx(0.3)
+    watchdog.disarm("task-a")
+
+
+def test_ten_thousand_watches(watchdog, clock, snapshots):
+    keys = [f"task-{i}" for i in range(10_000)]
+    for i, key in enumerate(keys):
+        watchdog.arm(f"/r/{i}", 1.0 + (i % 10) / 10, task=key)
+    watchdog.poll(clock.now)
+    # Half of them end in time; the others must fire, each exactly once.
+    for key in keys[::2]:
+        watchdog.disarm(key)
+    clock.now += 5
+    watchdog.poll(clock.now)
+    # Tasks that are plain strings have no frames; they are still reported.
+    assert sorted(s.request.path for s in snapshots) == sorted(f"/r/{i}" for i in range(1, 10_000, 2))
+    for key in keys[1::2]:
+        claim = watchdog.disarm(key)
+        assert claim is not None and claim.reported
+    assert watchdog.active == {} and watchdog.claims == {}
+    watchdog.poll(clock.now)
+    assert len(watchdog._heap) <= 64
+
+
+def test_lazy_cancel_keeps_the_heap_small(watchdog, clock):
+    for i in range(5_000):
+        watchdog.arm(f"/r/{i}", 25.0, task=i)
+        if i % 50 == 0:
+            watchdog.poll(clock.now)
+        watchdog.disarm(i)
+    watchdog.poll(clock.now)
+    assert len(watchdog._heap) <= 64
+
+
+def test_a_reused_thread_never_reports_the_previous_request(clock, snapshots):
+    """The thread finishes request A and starts B between A's snapshot and its report."""
+    key = "worker-1"
+    swapped: list[str] = []
+
+    def racing_describe(subject: Any) -> RequestInfo:
+        if subject == "/a" and not swapped:
+            # What a reused thread does while the monitor looks at A's stack.
+            wd.disarm(key)
+            wd.arm("/b", 5.0, task=key)
+            swapped.append("/b")
+        return RequestInfo("GET", str(subject))
+
+    wd = Watchdog(on_slow=snapshots.append, describe=racing_describe, clock=clock)
+    wd.beat = float("inf")
+    wd.arm("/a", 5.0, task=key)
+    wd.poll(clock.now)
+    clock.now += 5.5
+    wd.poll(clock.now)
+    assert snapshots == [], "A's snapshot was taken while B may already have run"
+    clock.now += 5.0
+    wd.poll(clock.now)
+    assert [s.request.path for s in snapshots] == ["/b"]
+    wd.disarm(key)
+    wd.stop()
+
+
+def test_retune_moves_the_deadline(watchdog, clock, snapshots):
+    watchdog.arm("/r", 5.0, task="t")
+    watchdog.poll(clock.now)
+    watchdog.retune("t", 0.5)
+    clock.now += 0.6
+    watchdog.poll(clock.now)
+    assert [s.threshold for s in snapshots] == [0.5]
+    clock.now += 10
+    watchdog.poll(clock.now)
+    assert len(snapshots) == 1
+    watchdog.disarm("t")
+
+
+def test_nested_arm_on_the_same_thread_is_covered_by_the_outer_watch(watchdog):
+    assert watchdog.arm("/outer", 5.0) is not None
+    assert watchdog.arm("/inner", 5.0) is None
+    watchdog.disarm(threading.get_ident())
+
+
+def test_real_thread_detects_on_time():
+    """With the real monitor thread and clock: fired within 50 ms of the deadline."""
+    fired = threading.Event()
+    got: list[Snapshot] = []
+
+    def on_slow(snapshot: Snapshot) -> None:
+        got.append(snapshot)
+        fired.set()
+
+    wd = Watchdog(on_slow=on_slow, describe=describe)
+    try:
+        wd.require(0.2)
+        wd.arm("/real", 0.2)
+        assert fired.wait(5)
+        assert got[0].late_by < 0.05
+        wd.disarm(threading.get_ident())
+    finally:
+        wd.stop()
+
+
+def _fork_and_check(wd: Watchdog, got: list[Snapshot], fired: threading.Event) -> int:
+    with warnings.catch_warnings():
+        # 3.12+ warns about forking a process that has threads; that is the point here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            got.clear()
+            fired.clear()
+            wd._lock.acquire(timeout=1) and wd._lock.release()  # fresh, not inherited held
+            wd.arm("/child", 0.1)
+            if fired.wait(5) and got and got[0].pid == os.getpid() and wd.running:
+                code = 0
+            wd.disarm(threading.get_ident())
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_forked_child_gets_its_own_monitor():
+    fired = threading.Event()
+    got: list[Snapshot] = []
+
+    def on_slow(snapshot: Snapshot) -> None:
+        got.append(snapshot)
+        fired.set()
+
+    wd = Watchdog(on_slow=on_slow, describe=describe)
+    try:
+        wd.require(0.1)
+        wd.arm("/parent", 0.1)
+        assert fired.wait(5)
+        wd.disarm(threading.get_ident())
+        # Fork while another thread holds the watchdog's lock.
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with wd._lock:
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert holding.wait(5)
+        try:
+            assert _fork_and_check(wd, got, fired) == 0
+        finally:
+            release.set()
+            holder.join(5)
+    finally:
+        wd.stop()

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from testproject import views
+
+urlpatterns = [
+    path("fast/", views.fast, name="fast"),
+    path("sleep/", views.sleep, name="sleep"),
+    path("other-sleep/", views.sleep, name="other-sleep"),
+    path("cpu/", views.cpu, name="cpu"),
+    path("deep/<int:depth>/", views.deep, name="deep"),
+    path("boom/", views.boom, name="boom"),
+    path("exempt/", views.exempt, name="exempt"),
+    path("patient/", views.patient, name="patient"),
+    path("impatient/", views.impatient, name="impatient"),
+    path("exempt-class/", views.ExemptView.as_view(), name="exempt-class"),
+    path("exempt-dispatch/", views.ExemptDispatchView.as_view(), name="exempt-dispatch"),
+    path("class/", views.SleepView.as_view(), name="class"),
+    path("async-sleep/", views.async_sleep, name="async-sleep"),
+    path("async-exempt/", views.async_exempt, name="async-exempt"),
+]

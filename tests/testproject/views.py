@@ -1,0 +1,102 @@
+"""Views with a known shape, so tests can assert the exact line reported."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+
+from slowwatch.decorators import slowwatch_exempt, slowwatch_threshold
+
+
+def _seconds(request: HttpRequest, default: float = 1.0) -> float:
+    return float(request.GET.get("s", default))
+
+
+def fast(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+def sleep(request: HttpRequest) -> HttpResponse:
+    seconds = _seconds(request)
+    time.sleep(seconds)  # the sleeping line
+    return JsonResponse({"pid": os.getpid()})
+
+
+def cpu(request: HttpRequest) -> HttpResponse:
+    deadline = time.perf_counter() + _seconds(request)
+    n = 0
+    while time.perf_counter() < deadline:  # the spinning line
+        n += 1
+    return JsonResponse({"pid": os.getpid(), "n": n})
+
+
+def descend(depth: int, seconds: float) -> None:
+    if depth > 0:
+        descend(depth - 1, seconds)
+    else:
+        time.sleep(seconds)
+
+
+def deep(request: HttpRequest, depth: int) -> HttpResponse:
+    """Sleeps ``depth`` calls deep: each request's stack tells which request it is."""
+    descend(depth, _seconds(request))
+    return JsonResponse({"pid": os.getpid(), "depth": depth})
+
+
+def boom(request: HttpRequest) -> HttpResponse:
+    time.sleep(_seconds(request))
+    raise ValueError("boom")
+
+
+@slowwatch_exempt
+def exempt(request: HttpRequest) -> HttpResponse:
+    time.sleep(_seconds(request))
+    return HttpResponse("exempt")
+
+
+@slowwatch_threshold(5)
+def patient(request: HttpRequest) -> HttpResponse:
+    time.sleep(_seconds(request))
+    return HttpResponse("patient")
+
+
+@slowwatch_threshold(0.1)
+def impatient(request: HttpRequest) -> HttpResponse:
+    time.sleep(_seconds(request))
+    return HttpResponse("impatient")
+
+
+@slowwatch_exempt
+class ExemptView(View):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        time.sleep(_seconds(request))
+        return HttpResponse("exempt class")
+
+
+@method_decorator(slowwatch_exempt, name="dispatch")
+class ExemptDispatchView(View):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        time.sleep(_seconds(request))
+        return HttpResponse("exempt dispatch")
+
+
+class SleepView(View):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        time.sleep(_seconds(request))  # the class-based sleeping line
+        return HttpResponse("class")
+
+
+async def async_sleep(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(_seconds(request))  # the awaiting line
+    return HttpResponse("async")
+
+
+@slowwatch_exempt
+async def async_exempt(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(_seconds(request))
+    return HttpResponse("async exempt")
