@@ -1,0 +1,107 @@
+"""Every check ID, and proof that ``manage.py check`` runs them."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from slowwatch.checks import check_middleware, check_settings
+from slowwatch.conf import DEFAULTS, Settings, validate
+
+FIRST = "slowwatch.middleware.SlowWatchMiddleware"
+
+
+def ids(value: object) -> list[str]:
+    return [p.id for p in validate(value)]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({}, []),
+        ({"THRESHOLD": 2.5, "THRESHOLDS": {"app:export": 120, "^/api/": Decimal("0.25")}}, []),
+        ({"IGNORE": ["health", "^/static/", re.compile("^/media/")]}, []),
+        (["THRESHOLD", 2], ["slowwatch.E001"]),
+        ({"TRESHOLD": 2}, ["slowwatch.E002"]),
+        ({"ENABLED": "yes"}, ["slowwatch.E003"]),
+        ({"HIDE_SERVER_FRAMES": 1}, ["slowwatch.E003"]),
+        ({"THRESHOLD": 0}, ["slowwatch.E004"]),
+        ({"THRESHOLD": -1}, ["slowwatch.E004"]),
+        ({"THRESHOLD": float("nan")}, ["slowwatch.E004"]),
+        ({"THRESHOLD": float("inf")}, ["slowwatch.E004"]),
+        ({"THRESHOLD": "2.5"}, ["slowwatch.E004"]),
+        ({"THRESHOLD": True}, ["slowwatch.E004"]),
+        ({"THRESHOLDS": ["x"]}, ["slowwatch.E005"]),
+        ({"THRESHOLDS": {"x": 0}}, ["slowwatch.E005"]),
+        ({"THRESHOLDS": {3: 1}}, ["slowwatch.E005"]),
+        ({"IGNORE": "health"}, ["slowwatch.E006"]),
+        ({"IGNORE": [None]}, ["slowwatch.E006"]),
+        ({"IGNORE": ["^/(unclosed"]}, ["slowwatch.E007"]),
+        ({"THRESHOLDS": {"/[": 1}}, ["slowwatch.E007"]),
+        ({"REPORTERS": "slowwatch.reporters.LoggingReporter"}, ["slowwatch.E008"]),
+        ({"REPORTERS": ["no.such.Reporter"]}, ["slowwatch.E009"]),
+        ({"QUEUE_SIZE": 0}, ["slowwatch.E010"]),
+        ({"QUEUE_SIZE": 2.5}, ["slowwatch.E010"]),
+    ],
+)
+def test_settings_checks(value, expected):
+    assert ids(value) == expected
+
+
+def test_every_default_passes():
+    assert validate(DEFAULTS) == []
+
+
+def test_check_function_reports_errors_with_hints(settings):
+    settings.SLOWWATCH = {"THRESHOLD": 0}
+    [error] = check_settings(None)
+    assert error.id == "slowwatch.E004" and error.is_serious()
+    assert "positive number" in error.msg and error.hint
+
+
+@pytest.mark.parametrize(
+    ("middleware", "warned"),
+    [
+        ([FIRST, "django.middleware.common.CommonMiddleware"], False),
+        (["django.middleware.common.CommonMiddleware", FIRST], True),
+        (["django.middleware.common.CommonMiddleware"], True),
+        ([], True),
+    ],
+)
+def test_w001_middleware_missing_or_not_first(settings, middleware, warned):
+    settings.MIDDLEWARE = middleware
+    messages = check_middleware(None)
+    assert [m.id for m in messages] == (["slowwatch.W001"] if warned else [])
+
+
+def test_manage_py_check_runs_the_checks():
+    with override_settings(SLOWWATCH={"THRESHOLD": -5}):
+        with pytest.raises(SystemCheckError, match="slowwatch.E004"):
+            call_command("check")
+    with override_settings(MIDDLEWARE=[]):
+        call_command("check")  # warnings only: does not raise
+
+
+def test_invalid_settings_fail_when_the_middleware_is_built():
+    from django.test import Client
+
+    with override_settings(SLOWWATCH={"THRESHOLD": "soon"}):
+        with pytest.raises(ImproperlyConfigured, match="slowwatch.E004"):
+            Client().get("/fast/")
+
+
+def test_settings_object_follows_override_settings():
+    conf = Settings()
+    with override_settings(SLOWWATCH={"THRESHOLD": Decimal("0.25")}):
+        assert conf.threshold == 0.25
+    from slowwatch.conf import settings as shared
+
+    with override_settings(SLOWWATCH={"THRESHOLD": 7}):
+        assert shared.threshold == 7.0
+    assert shared.threshold == 0.3

@@ -1,0 +1,106 @@
+"""End to end under a real gunicorn, started on a free port of 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from helpers import Server, slow
+
+pytestmark = pytest.mark.server
+
+WORKERS = {
+    "sync": ["-k", "sync", "-w", "1"],
+    "gthread": ["-k", "gthread", "-w", "1", "--threads", "24"],
+}
+
+
+@pytest.fixture(params=list(WORKERS))
+def server(request: pytest.FixtureRequest, tmp_path) -> Iterator[Server]:
+    srv = Server(tmp_path, ["-b", "127.0.0.1:0", "--timeout", "60", *WORKERS[request.param]])
+    yield srv
+    srv.stop()
+
+
+def test_a_sleeping_view_is_reported_on_its_sleep_line(server):
+    status, body = server.get("/sleep/?s=1.5")
+    assert status == 200
+    [report] = server.reports(1, slow("slow"))
+    doc = report["slowwatch"]
+    top = doc["stack"]["frames"][-1]
+    assert top["function"] == "sleep"
+    assert top["line"] == "time.sleep(seconds)  # the sleeping line"
+    assert doc["process"]["pid"] == json.loads(body)["pid"]
+    # Reported within threshold + 100 ms, and saying how late it was.
+    assert doc["timing"]["elapsed"] <= 0.3 + 0.1
+    assert doc["timing"]["late_by"] <= 0.1
+    assert doc["stack"]["hidden"] > 0  # gunicorn's frames are left out
+    [done] = server.reports(1, slow("finished"))
+    assert done["slowwatch"]["id"] == doc["id"]
+    assert done["slowwatch"]["outcome"]["status_code"] == 200
+    assert done["slowwatch"]["timing"]["elapsed"] >= 1.5
+    assert done["level"] == "INFO" and report["level"] == "WARNING"
+
+
+def test_a_cpu_bound_view_is_reported_in_its_loop(server):
+    assert server.get("/cpu/?s=1.5")[0] == 200
+    [report] = server.reports(1, slow("slow"))
+    doc = report["slowwatch"]
+    top = doc["stack"]["frames"][-1]
+    assert top["function"] == "cpu"
+    assert top["line"] in ("while time.perf_counter() < deadline:  # the spinning line", "n += 1")
+    assert doc["timing"]["elapsed"] <= 0.3 + 0.1
+
+
+def test_a_fast_view_is_never_reported(server):
+    for _ in range(30):
+        assert server.get("/fast/")[0] == 200
+    assert server.get("/sleep/?s=0.6")[0] == 200  # a marker that reports do flow
+    got = server.reports(2, lambda r: r["slowwatch"] is not None)
+    assert {r["slowwatch"]["request"]["url"] for r in got} == {"/sleep/?s=0.6"}
+
+
+@pytest.mark.parametrize("server", ["gthread"], indirect=True)
+def test_twenty_concurrent_slow_requests_each_get_their_own_stack(server):
+    paths = [f"/deep/{depth}/?s=1.2" for depth in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        statuses = [status for status, _ in pool.map(server.get, paths)]
+    assert statuses == [200] * 20
+    got = server.reports(20, slow("slow"))
+    assert sorted(r["slowwatch"]["request"]["url"] for r in got) == sorted(paths)
+    threads = set()
+    for report in got:
+        doc = report["slowwatch"]
+        depth = int(doc["request"]["url"].split("/")[2])
+        frames = doc["stack"]["frames"]
+        # The request for depth N sleeps N+1 calls of descend() deep.
+        assert sum(f["function"] == "descend" for f in frames) == depth + 1
+        assert frames[-1]["function"] == "descend"
+        threads.add(doc["process"]["thread_id"])
+    assert len(threads) == 20
+
+
+def test_preload_with_two_workers_each_reports_its_own(tmp_path):
+    srv = Server(tmp_path, ["-b", "127.0.0.1:0", "-k", "sync", "-w", "2", "--preload"])
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(srv.get, [f"/sleep/?s=1&n={i}" for i in range(6)]))
+        served_by = {}
+        for status, body in answers:
+            assert status == 200
+        got = srv.reports(6, slow("slow"))
+        assert len(got) == 6
+        for (status, body), i in zip(answers, range(6)):
+            served_by[f"/sleep/?s=1&n={i}"] = json.loads(body)["pid"]
+        for report in got:
+            doc = report["slowwatch"]
+            assert doc["process"]["pid"] == served_by[doc["request"]["url"]]
+        pids = {r["slowwatch"]["process"]["pid"] for r in got}
+        assert len(pids) == 2
+        assert pids <= srv.worker_pids
+        assert srv.proc.pid not in pids
+    finally:
+        srv.stop()

@@ -1,0 +1,187 @@
+"""The middleware in process: Django's test clients, the real monitor thread."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from django.test import AsyncClient, Client
+
+from helpers import HERE
+from slowwatch import runtime
+from slowwatch.report import Report
+
+pytestmark = pytest.mark.django_db(transaction=False, databases=[])
+
+
+def reports(collected, kind: str | None = None) -> list[Report]:
+    runtime.dispatcher().flush(5)
+    return [r for r in collected.reports if kind is None or r.kind == kind]
+
+
+def test_a_slow_view_is_reported_with_its_line_then_its_outcome(collected, report_records):
+    response = Client().get("/sleep/?s=0.7&access_token=secret-canary")
+    assert response.status_code == 200
+    [slow] = reports(collected, "slow")
+    [done] = reports(collected, "finished")
+    assert slow.id == done.id
+    assert slow.url == "/sleep/?s=0.7&access_token=********"
+    assert slow.view == "testproject.views.sleep" and slow.route == "sleep/"
+    assert slow.threshold == 0.3 and 0.3 <= slow.elapsed < 0.45
+    top = slow.frames[-1]
+    assert (top.function, top.line) == ("sleep", "time.sleep(seconds)  # the sleeping line")
+    assert slow.hidden_frames > 0
+    assert done.status_code == 200 and done.elapsed >= 0.7
+    warning, info = [r for r in report_records.records if r.name == "slowwatch.report"]
+    assert warning.levelname == "WARNING" and info.levelname == "INFO"
+    assert warning.getMessage().startswith("Slow request: GET /sleep/?s=0.7&access_token=********")
+    assert "time.sleep(seconds)" in warning.getMessage()
+    assert warning.slowwatch["kind"] == "slow"  # type: ignore[attr-defined]
+    assert "secret-canary" not in warning.getMessage() + info.getMessage()
+
+
+def test_a_fast_view_is_never_reported(collected):
+    client = Client()
+    for _ in range(20):
+        assert client.get("/fast/").status_code == 200
+    assert reports(collected) == []
+
+
+def test_a_view_that_raises_finishes_with_500(collected):
+    client = Client(raise_request_exception=False)
+    assert client.get("/boom/?s=0.5").status_code == 500
+    [done] = reports(collected, "finished")
+    assert done.status_code == 500
+
+
+@pytest.mark.parametrize(
+    ("path", "slow"),
+    [
+        ("/exempt/?s=0.5", False),
+        ("/exempt-class/?s=0.5", False),
+        ("/exempt-dispatch/?s=0.5", False),
+        ("/patient/?s=0.5", False),
+        ("/impatient/?s=0.25", True),
+        ("/class/?s=0.5", True),
+    ],
+)
+def test_decorators(collected, path, slow):
+    assert Client().get(path).status_code == 200
+    got = reports(collected, "slow")
+    assert bool(got) == slow
+    if path.startswith("/impatient/"):
+        assert got[0].threshold == 0.1
+
+
+@pytest.mark.parametrize(
+    ("rules", "path", "threshold"),
+    [
+        ({"IGNORE": ["sleep"]}, "/sleep/?s=0.5", None),
+        ({"IGNORE": ["^/sleep/"]}, "/sleep/?s=0.5", None),
+        ({"IGNORE": ["/other"]}, "/other-sleep/?s=0.5", None),
+        ({"IGNORE": ["sleep"]}, "/other-sleep/?s=0.5", 0.3),
+        ({"THRESHOLDS": {"sleep": 0.1}}, "/sleep/?s=0.3", 0.1),
+        ({"THRESHOLDS": {"^/other-": 0.15}}, "/other-sleep/?s=0.3", 0.15),
+        ({"THRESHOLDS": {"sleep": 5}}, "/sleep/?s=0.5", None),
+        # A decorator wins over the settings.
+        ({"THRESHOLDS": {"impatient": 5}}, "/impatient/?s=0.25", 0.1),
+    ],
+)
+def test_url_rules(settings, collected, rules, path, threshold):
+    settings.SLOWWATCH = {**settings.SLOWWATCH, **rules}
+    assert Client().get(path).status_code == 200
+    got = reports(collected, "slow")
+    assert [r.threshold for r in got] == ([] if threshold is None else [threshold])
+
+
+def test_asgi_async_view_is_reported_on_its_await_line(collected):
+    async def go() -> int:
+        response = await AsyncClient().get("/async-sleep/?s=0.6")
+        return response.status_code
+
+    import asyncio
+
+    assert asyncio.run(go()) == 200
+    [slow] = reports(collected, "slow")
+    assert slow.frames[-1].function.endswith("sleep")
+    assert any(f.line.startswith("await asyncio.sleep") for f in slow.frames)
+    [done] = reports(collected, "finished")
+    assert done.status_code == 200
+
+
+def test_asgi_sync_view_and_exemption_still_work(collected):
+    import asyncio
+
+    async def go() -> list[int]:
+        client = AsyncClient()
+        return [
+            (await client.get("/fast/")).status_code,
+            (await client.get("/async-exempt/?s=0.5")).status_code,
+            (await client.get("/exempt/?s=0.5")).status_code,
+        ]
+
+    assert asyncio.run(go()) == [200, 200, 200]
+    assert reports(collected, "slow") == []
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"DJANGO_SETTINGS_MODULE": "testproject.settings", "PYTHONPATH": str(HERE)},
+    )
+
+
+def test_no_thread_starts_at_import_ready_or_init():
+    run = run_python(
+        """
+        import threading
+        import django
+        django.setup()
+        from django.test import Client
+        client = Client()
+        client.handler.load_middleware()
+        assert threading.active_count() == 1, threading.enumerate()
+        client.get("/fast/")
+        names = sorted(t.name for t in threading.enumerate())
+        assert names == ["MainThread", "slowwatch-monitor"], names
+        print("ok")
+        """
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
+
+
+def test_disabled_means_middleware_not_used_and_no_thread():
+    run = run_python(
+        """
+        import threading
+        import django
+        from django.conf import settings
+        django.setup()
+        from django.test import Client, override_settings
+        with override_settings(SLOWWATCH={"ENABLED": False}):
+            client = Client()
+            for _ in range(3):
+                assert client.get("/sleep/?s=0.4").status_code == 200
+            chain = client.handler._middleware_chain
+        assert threading.active_count() == 1, threading.enumerate()
+        print("ok")
+        """
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
+
+
+def test_the_package_under_test_is_the_installed_one():
+    import os
+
+    import slowwatch
+
+    if os.environ.get("SLOWWATCH_TEST_INSTALLED"):
+        assert "site-packages" in slowwatch.__file__, slowwatch.__file__
