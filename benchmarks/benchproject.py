@@ -14,9 +14,7 @@ ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = __name__
 USE_TZ = True
 INSTALLED_APPS: list[str] = []
-MIDDLEWARE: list[str] = [
-    m for m in os.environ.get("BENCH_MIDDLEWARE", "").split(",") if m
-]
+MIDDLEWARE: list[str] = [m for m in os.environ.get("BENCH_MIDDLEWARE", "").split(",") if m]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 SLOWWATCH = {"THRESHOLD": float(os.environ.get("BENCH_THRESHOLD", "25"))}
 if os.environ.get("BENCH_RECORD"):

@@ -41,10 +41,9 @@ import django  # noqa: E402
 
 django.setup()
 
+import benchproject  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.test import RequestFactory, override_settings  # noqa: E402
-
-import benchproject  # noqa: E402
 
 SLOWWATCH = "slowwatch.middleware.SlowWatchMiddleware"
 DOGSLOW = "dogslow.WatchdogMiddleware"
@@ -95,7 +94,7 @@ def inprocess(rounds: int, batch: int) -> dict[str, tuple[float, float, float]]:
             timings[name].append((time.perf_counter() - t0) / batch * 1e6)
     result = {}
     for name, values in timings.items():
-        diffs = [a - b for a, b in zip(values, timings["bare"])]
+        diffs = [a - b for a, b in zip(values, timings["bare"], strict=True)]
         q = statistics.quantiles(diffs, n=4) if len(diffs) > 3 else [0, 0, 0]
         result[name] = (statistics.median(values), statistics.median(diffs), q[2] - q[0])
     return result
@@ -318,6 +317,7 @@ def main() -> None:
             out()
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1, default=str))
+
 
 if __name__ == "__main__":
     main()

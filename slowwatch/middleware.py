@@ -110,7 +110,7 @@ class SlowWatchMiddleware:
             return self.get_response(request)
         if started - self.watchdog.beat > STALE_AFTER:
             self.watchdog.ensure_running()
-        response = None
+        response: Any = None
         try:
             response = self.get_response(request)
         finally:

@@ -149,6 +149,7 @@ class Watchdog:
         now = self._clock()
         ident = get_ident()
         key: object
+        watch: Watch
         if task is None:
             key, watch = ident, (now, threshold, subject)
         else:

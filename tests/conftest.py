@@ -5,9 +5,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from helpers import Collected
 
 from slowwatch import runtime
-from helpers import Collected
 
 SLOWWATCH_THREADS = {"slowwatch-monitor", "slowwatch-reporter"}
 #: asgiref keeps the executor behind sync_to_async alive on purpose.

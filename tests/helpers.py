@@ -32,7 +32,6 @@ class Collected(Reporter):
         Collected.arrived.set()
 
 
-
 class Server:
     """The test project under a real server in a subprocess, on a free port of 127.0.0.1.
 
@@ -48,6 +47,7 @@ class Server:
         module: str = "gunicorn",
         app: str = "testproject.wsgi:application",
         env: dict[str, str] | None = None,
+        cwd: Path = HERE,
     ) -> None:
         self.reports_file = tmp_path / "reports.jsonl"
         self.reports_file.touch()
@@ -61,7 +61,7 @@ class Server:
         }
         cmd = [sys.executable, "-m", module, app, *args]
         self.proc = subprocess.Popen(
-            cmd, cwd=HERE, env=full_env, stderr=subprocess.PIPE, text=True
+            cmd, cwd=cwd, env=full_env, stderr=subprocess.PIPE, text=True
         )
         self.log: list[str] = []
         self.worker_pids: set[int] = set()
@@ -85,6 +85,15 @@ class Server:
             if worker:
                 self.worker_pids.add(int(worker.group(1)))
         ready.set()
+
+    def wait_for_log(self, text: str, timeout: float = 15) -> bool:
+        """Wait until the server's stderr contains ``text`` (it is another process)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in "".join(self.log):
+                return True
+            time.sleep(0.05)
+        return False
 
     def get(self, path: str, timeout: float = 30) -> tuple[int, bytes]:
         url = f"http://127.0.0.1:{self.port}{path}"

@@ -81,9 +81,11 @@ def test_w001_middleware_missing_or_not_first(settings, middleware, warned):
 
 
 def test_manage_py_check_runs_the_checks():
-    with override_settings(SLOWWATCH={"THRESHOLD": -5}):
-        with pytest.raises(SystemCheckError, match="slowwatch.E004"):
-            call_command("check")
+    with (
+        override_settings(SLOWWATCH={"THRESHOLD": -5}),
+        pytest.raises(SystemCheckError, match="slowwatch.E004"),
+    ):
+        call_command("check")
     with override_settings(MIDDLEWARE=[]):
         call_command("check")  # warnings only: does not raise
 
@@ -91,9 +93,11 @@ def test_manage_py_check_runs_the_checks():
 def test_invalid_settings_fail_when_the_middleware_is_built():
     from django.test import Client
 
-    with override_settings(SLOWWATCH={"THRESHOLD": "soon"}):
-        with pytest.raises(ImproperlyConfigured, match="slowwatch.E004"):
-            Client().get("/fast/")
+    with (
+        override_settings(SLOWWATCH={"THRESHOLD": "soon"}),
+        pytest.raises(ImproperlyConfigured, match="slowwatch.E004"),
+    ):
+        Client().get("/fast/")
 
 
 def test_settings_object_follows_override_settings():

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from helpers import Server, slow
 
 pytestmark = pytest.mark.server
@@ -88,13 +87,12 @@ def test_preload_with_two_workers_each_reports_its_own(tmp_path):
     try:
         with ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(srv.get, [f"/sleep/?s=1&n={i}" for i in range(6)]))
-        served_by = {}
-        for status, body in answers:
-            assert status == 200
+        assert [status for status, _ in answers] == [200] * 6
+        served_by = {
+            f"/sleep/?s=1&n={i}": json.loads(body)["pid"] for i, (_, body) in enumerate(answers)
+        }
         got = srv.reports(6, slow("slow"))
         assert len(got) == 6
-        for (status, body), i in zip(answers, range(6)):
-            served_by[f"/sleep/?s=1&n={i}"] = json.loads(body)["pid"]
         for report in got:
             doc = report["slowwatch"]
             assert doc["process"]["pid"] == served_by[doc["request"]["url"]]

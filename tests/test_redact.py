@@ -38,7 +38,9 @@ def test_redaction_is_idempotent_and_never_raises(pairs):
 
 @given(
     st.lists(st.tuples(names, values), max_size=6),
-    st.sampled_from(["password", "Token", "api_key", "csrfmiddlewaretoken", "X-Auth", "sessionid"]),
+    st.sampled_from(
+        ["password", "Token", "api_key", "csrfmiddlewaretoken", "X-Auth", "sessionid"]
+    ),
     st.integers(min_value=0, max_value=6),
 )
 def test_a_planted_secret_never_survives(pairs, secret_name, position):

@@ -30,9 +30,12 @@ def test_slow_report_text_is_a_summary_line_then_a_traceback():
     assert "running for 0.51 s, threshold 0.5 s, pid 42, thread worker-1 (7)" in first
     assert "taken 12 ms after the deadline" in first
     assert "hunter2" not in text
-    assert rest[0] == "Stack of the request (most recent call last; 12 server frames above slowwatch hidden):"
+    assert (
+        rest[0]
+        == "Stack of the request (most recent call last; 12 server frames above slowwatch hidden):"
+    )
     assert rest[1] == f'  File "{__file__}", line 9, in somewhere'
-    assert rest[2] == "    def snapshot(path: str = \"/orders/\", query: str = \"\") -> Snapshot:"
+    assert rest[2] == '    def snapshot(path: str = "/orders/", query: str = "") -> Snapshot:'
 
 
 def test_crlf_in_a_path_cannot_start_a_new_log_line():

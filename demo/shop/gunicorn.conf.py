@@ -1,0 +1,11 @@
+"""gunicorn settings for the demo: two workers with four threads each, loopback only."""
+
+from __future__ import annotations
+
+import os
+
+bind = f"127.0.0.1:{os.environ.get('PORT', '8000')}"
+workers = 2
+worker_class = "gthread"
+threads = 4
+timeout = 60

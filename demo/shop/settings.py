@@ -1,0 +1,49 @@
+"""A small shop whose report page is slow: slowwatch's demo project."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "slowwatch-demo-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ROOT_URLCONF = "shop.urls"
+WSGI_APPLICATION = "shop.wsgi.application"
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "slowwatch",
+    "shop",
+]
+
+MIDDLEWARE = [
+    "slowwatch.middleware.SlowWatchMiddleware",  # first, so every other layer is watched
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DEMO_DB", str(BASE_DIR / "db.sqlite3")),
+    }
+}
+
+SLOWWATCH = {
+    # Production sites keep the 25 s default; the demo wants answers quickly.
+    "THRESHOLD": 1.0,
+    "THRESHOLDS": {"export": 5.0},
+    "IGNORE": ["health"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s\n%(message)s\n"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"slowwatch": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+}

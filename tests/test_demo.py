@@ -1,0 +1,39 @@
+"""The demo project, as the README's demo command runs it: gunicorn, SQLite, console reports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import HERE, Server
+
+DEMO = HERE.parent / "demo"
+pytestmark = pytest.mark.server
+
+
+def test_demo_reports_its_slow_sql_page_on_the_console(tmp_path):
+    env = {**os.environ, "DEMO_DB": str(tmp_path / "demo.sqlite3")}
+    migrate = [sys.executable, "manage.py", "migrate", "--noinput", "-v0"]
+    subprocess.run(migrate, cwd=DEMO, env=env, check=True, timeout=60)
+    server = Server(
+        tmp_path,
+        ["-c", "shop/gunicorn.conf.py"],
+        app="shop.wsgi",
+        cwd=DEMO,
+        env={"PORT": "0", "DEMO_DB": env["DEMO_DB"]},
+    )
+    try:
+        assert server.get("/")[0] == 200
+        assert server.get("/orders/") == (200, b"0 orders")
+        assert server.get("/report/?token=s3cret")[0] == 200
+        assert server.wait_for_log("Slow request finished: GET /report/?token=********")
+        log = "".join(server.log)
+        assert "Slow request: GET /report/?token=******** (shop.views.report)" in log
+        assert 'views.py", line' in log and "in sales_figures" in log
+        assert "s3cret" not in log
+        assert "/orders/" not in log.split("Slow request", 1)[1]
+    finally:
+        server.stop()
