@@ -18,6 +18,7 @@ import argparse
 import calendar
 import io
 import json
+import logging
 import os
 import platform
 import random
@@ -41,9 +42,10 @@ import django  # noqa: E402
 
 django.setup()
 
-import benchproject  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.test import RequestFactory, override_settings  # noqa: E402
+
+import benchproject  # noqa: E402
 
 SLOWWATCH = "slowwatch.middleware.SlowWatchMiddleware"
 DOGSLOW = "dogslow.WatchdogMiddleware"
@@ -217,12 +219,15 @@ def gunicorn_rps(middleware: list[str], worker: str, seconds: int) -> float:
             raise RuntimeError("gunicorn did not start")
         threading.Thread(target=proc.stderr.read, daemon=True).start()
         url = f"http://127.0.0.1:{port}/hello"
-        subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True, check=True)
+        subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True)
         run = subprocess.run(
-            ["wrk", "-t1", "-c8", f"-d{seconds}s", url], capture_output=True, text=True, check=True
+            ["wrk", "-t1", "-c8", f"-d{seconds}s", url], capture_output=True, text=True
         )
         found = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
-        return float(found.group(1)) if found else float("nan")
+        if run.returncode or not found:
+            out(f"(wrk failed for {middleware} {worker}: {run.stdout} {run.stderr})")
+            return float("nan")
+        return float(found.group(1))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
@@ -232,6 +237,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no gunicorn part")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--parts",
+        default="inprocess,arm,detection,gunicorn",
+        help="comma-separated subset of: inprocess, arm, detection, gunicorn",
+    )
     args = parser.parse_args()
     raw: dict[str, Any] = {}
     import dogslow
@@ -245,7 +255,23 @@ def main() -> None:
     )
     out()
 
+    parts = set(args.parts.split(","))
+    logging.getLogger("dogslow_bench").addHandler(logging.NullHandler())
+    logging.getLogger("dogslow_bench").propagate = False
     rounds, batch = (60, 200) if args.quick else (300, 200)
+    if "inprocess" in parts:
+        inprocess_table(raw, rounds, batch)
+    if "arm" in parts:
+        arm_table(raw, 20_000 if args.quick else 100_000)
+    if "detection" in parts:
+        detection_table(raw)
+    if "gunicorn" in parts and not args.quick:
+        gunicorn_table(raw)
+    if args.json:
+        args.json.write_text(json.dumps(raw, indent=1, default=str))
+
+
+def inprocess_table(raw: dict[str, Any], rounds: int, batch: int) -> None:
     res = inprocess(rounds, batch)
     raw["inprocess"] = res
     out(f"## Per request, in process (hello-world view, {rounds} interleaved rounds of {batch})")
@@ -262,17 +288,21 @@ def main() -> None:
     )
     out()
 
+
+def arm_table(raw: dict[str, Any], calls: int) -> None:
     out("## Arm + disarm with other watches in flight (µs per pass, monitor running)")
     out()
     out("| concurrent watches | µs per pass |")
     out("|---|---|")
     raw["arm_disarm"] = {}
     for n in (1, 100, 10_000):
-        cost = arm_disarm(n, 20_000 if args.quick else 100_000)
+        cost = arm_disarm(n, calls)
         raw["arm_disarm"][n] = cost
         out(f"| {n:,} | {cost:.3f} |")
     out()
 
+
+def detection_table(raw: dict[str, Any]) -> None:
     out("## Detection latency: report time minus deadline (threshold 1 s)")
     out()
     out("| tool | requests | concurrent | reported | p50 ms | p99 ms | max ms |")
@@ -290,33 +320,32 @@ def main() -> None:
             )
     out()
 
-    if not args.quick:
-        if shutil.which("wrk") is None:
-            out("(gunicorn throughput skipped: wrk is not installed; apt-get install wrk)")
-        else:
-            runs, seconds = 5, 5
-            out(f"## Under gunicorn, 1 worker: requests/s by wrk -c8 (median of {runs} runs)")
-            out()
-            out("| worker | bare | slowwatch | dogslow | slowwatch / bare | dogslow / bare |")
-            out("|---|---|---|---|---|---|")
-            raw["gunicorn"] = {}
-            for worker in ("sync", "gthread"):
-                rps: dict[str, list[float]] = {"bare": [], "slowwatch": [], "dogslow": []}
-                for i in range(runs):
-                    names = list(rps)
-                    names = names[i % 3 :] + names[: i % 3]
-                    for name in names:
-                        rps[name].append(gunicorn_rps(CONFIGS[name], worker, seconds))
-                raw["gunicorn"][worker] = rps
-                med = {k: statistics.median(v) for k, v in rps.items()}
-                out(
-                    f"| {worker} | {med['bare']:.0f} | {med['slowwatch']:.0f} | "
-                    f"{med['dogslow']:.0f} | {med['slowwatch'] / med['bare']:.3f} | "
-                    f"{med['dogslow'] / med['bare']:.3f} |"
-                )
-            out()
-    if args.json:
-        args.json.write_text(json.dumps(raw, indent=1, default=str))
+
+def gunicorn_table(raw: dict[str, Any]) -> None:
+    if shutil.which("wrk") is None:
+        out("(gunicorn throughput skipped: wrk is not installed; apt-get install wrk)")
+        return
+    runs, seconds = 5, 5
+    out(f"## Under gunicorn, 1 worker: requests/s by wrk -c8 (median of {runs} runs)")
+    out()
+    out("| worker | bare | slowwatch | dogslow | slowwatch / bare | dogslow / bare |")
+    out("|---|---|---|---|---|---|")
+    raw["gunicorn"] = {}
+    for worker in ("sync", "gthread"):
+        rps: dict[str, list[float]] = {"bare": [], "slowwatch": [], "dogslow": []}
+        for i in range(runs):
+            names = list(rps)
+            names = names[i % 3 :] + names[: i % 3]
+            for name in names:
+                rps[name].append(gunicorn_rps(CONFIGS[name], worker, seconds))
+        raw["gunicorn"][worker] = rps
+        med = {k: statistics.median(v) for k, v in rps.items()}
+        out(
+            f"| {worker} | {med['bare']:.0f} | {med['slowwatch']:.0f} | "
+            f"{med['dogslow']:.0f} | {med['slowwatch'] / med['bare']:.3f} | "
+            f"{med['dogslow'] / med['bare']:.3f} |"
+        )
+    out()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from django.core.exceptions import MiddlewareNotUsed
 
 from slowwatch import runtime
 from slowwatch.conf import EXEMPT, settings
-from slowwatch.sampler import STALE_AFTER
+from slowwatch.sampler import CLAIM, STALE_AFTER
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponseBase
@@ -74,7 +74,6 @@ class SlowWatchMiddleware:
             self.process_view = self._aprocess_view if self.async_mode else self._process_view
         self.watchdog = watchdog = runtime.watchdog()
         self.active = watchdog.active
-        self.claims = watchdog.claims
         for threshold in (self.threshold, *rules.thresholds()):
             watchdog.require(threshold)
         if settings.hide_server_frames:
@@ -103,7 +102,7 @@ class SlowWatchMiddleware:
         # cost of slowwatch; see benchmarks/overhead.py).
         started = monotonic()
         key = get_ident()
-        watch = (started, threshold, request)
+        watch = [started, threshold, request, None]
         active = self.active
         if active.setdefault(key, watch) is not watch:
             # A handler nested in this thread's request: the outer watch covers it.
@@ -114,11 +113,10 @@ class SlowWatchMiddleware:
         try:
             response = self.get_response(request)
         finally:
-            active.pop(key, None)
-            if self.claims and key in self.claims:
-                claim = self.watchdog.settle(key)
-                if claim is not None:
-                    runtime.finished(claim, response, sys.exc_info()[1])
+            # Our watch, or the copy a per-view rule filed in its place.
+            claim = active.pop(key, watch)[CLAIM]
+            if claim is not None and self.watchdog.settle(claim) is not None:
+                runtime.finished(claim, response, sys.exc_info()[1])
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:

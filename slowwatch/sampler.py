@@ -2,10 +2,10 @@
 
 How a watch travels:
 
-* The request thread files a *watch*, a plain tuple ``(started, threshold,
-  subject[, thread_id])``, under a key in :attr:`Watchdog.active` (its thread
-  ident, or its asyncio task) and deletes it when done. No lock, no wake-up, no
-  object beyond that tuple: a fast request's watch is freed on the spot.
+* The request thread files a *watch*, a plain list ``[started, threshold,
+  subject, claim(, thread_id)]``, under a key in :attr:`Watchdog.active` (its
+  thread ident, or its asyncio task) and deletes it when done. No lock, no
+  wake-up, no object beyond that list: a fast request's watch is freed on the spot.
 * Every ``tick`` (never longer than half the smallest threshold in use, so each
   watch is seen before its deadline) the monitor thread copies ``active`` and
   pushes the watches it has not seen yet onto a deadline heap that it alone
@@ -14,10 +14,10 @@ How a watch travels:
   and the heap is compacted when it outgrows ``active``.
 * Whether a due watch is still *the same request* is decided by identity:
   ``active[key] is watch``. A thread that moved on to another request has
-  another tuple there, so a snapshot is never reported for the wrong request.
+  another list there, so a snapshot is never reported for the wrong request.
 
-Reporting a snapshot and finishing a request race each other; :attr:`claims`
-and :meth:`settle` resolve that race (see :meth:`_report`).
+Reporting a snapshot and finishing a request race each other; the watch's
+claim slot and :meth:`settle` resolve that race (see :meth:`_report`).
 
 This module imports nothing from Django: the edge hands it an opaque
 ``subject`` per watch and a ``describe`` callable to read it.
@@ -43,9 +43,11 @@ from slowwatch.capture import Stack, walk_coroutine, walk_frames
 from slowwatch.internal import InternalLog
 from slowwatch.report import Snapshot
 
-#: A watch: ``(started, threshold, subject)`` for a thread, keyed by its ident;
-#: ``(started, threshold, subject, thread_id)`` for an asyncio task, keyed by the task.
-Watch = tuple[Any, ...]
+#: A watch: ``[started, threshold, subject, claim]`` for a thread, keyed by its ident;
+#: ``[started, threshold, subject, claim, thread_id]`` for an asyncio task, keyed by
+#: the task. ``claim`` is None until the monitor takes the watch up.
+Watch = list[Any]
+STARTED, THRESHOLD, SUBJECT, CLAIM, THREAD = range(5)
 
 #: Longest sleep of an idle monitor.
 MAX_TICK = 1.0
@@ -56,24 +58,17 @@ STALE_AFTER = 10.0
 
 @dataclass
 class Claim:
-    """The monitor's hold on a watch it is reporting, kept until the request ends."""
+    """The monitor's hold on a watch it is reporting, in the watch's claim slot."""
 
-    watch: Watch
+    started: float
+    threshold: float
     reported: bool = False
     report_id: str = ""
     info: Any = None
 
-    @property
-    def started(self) -> float:
-        return float(self.watch[0])
-
-    @property
-    def threshold(self) -> float:
-        return float(self.watch[1])
-
 
 def thread_of(key: object, watch: Watch) -> int:
-    return int(watch[3]) if len(watch) > 3 else int(key)  # type: ignore[call-overload]
+    return int(watch[THREAD]) if len(watch) > THREAD else int(key)  # type: ignore[call-overload]
 
 
 class Watchdog:
@@ -106,8 +101,6 @@ class Watchdog:
         #: key -> watch of every request in flight. Request threads add and
         #: delete entries (single dict operations, atomic); the monitor only reads.
         self.active: dict[object, Watch] = {}
-        #: key -> Claim of the watches being reported; written under the lock.
-        self.claims: dict[object, Claim] = {}
         self.tick = MAX_TICK
         self._reset()
         ref = weakref.WeakMethod(self._reset)
@@ -125,9 +118,8 @@ class Watchdog:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        # Cleared in place: the middleware holds references to these dicts.
+        # Cleared in place: the middleware holds a reference to this dict.
         self.active.clear()
-        self.claims.clear()
         self._heap: list[tuple[float, int, object, Watch]] = []
         self._seen: dict[object, Watch] = {}
         self._seq = itertools.count()
@@ -151,9 +143,9 @@ class Watchdog:
         key: object
         watch: Watch
         if task is None:
-            key, watch = ident, (now, threshold, subject)
+            key, watch = ident, [now, threshold, subject, None]
         else:
-            key, watch = task, (now, threshold, subject, ident)
+            key, watch = task, [now, threshold, subject, None, ident]
         if self.active.setdefault(key, watch) is not watch:
             return None
         if now - self.beat > STALE_AFTER:
@@ -162,16 +154,19 @@ class Watchdog:
 
     def disarm(self, key: object) -> Claim | None:
         """End the watch under ``key``; its Claim when a slow report went out."""
-        self.active.pop(key, None)
-        if self.claims and key in self.claims:
-            return self.settle(key)
-        return None
+        watch = self.active.pop(key, None)
+        if watch is None or watch[CLAIM] is None:
+            return None
+        return self.settle(watch[CLAIM])
 
-    def settle(self, key: object) -> Claim | None:
-        """After ``key`` left :attr:`active`: the reported Claim, if any."""
+    def settle(self, claim: Claim) -> Claim | None:
+        """For a watch just taken out of :attr:`active`: its claim, if it was reported.
+
+        Waits (on the lock) for the monitor to finish deciding, so that the
+        ``slow`` report is queued before the caller sends ``finished``.
+        """
         with self._lock:
-            claim = self.claims.pop(key, None)
-        return claim if claim is not None and claim.reported else None
+            return claim if claim.reported else None
 
     def current(self) -> object | None:
         """The key of the calling thread's watch, if it has one."""
@@ -181,11 +176,11 @@ class Watchdog:
     def retune(self, key: object, threshold: float) -> None:
         """Give a watch another threshold (a per-view rule, seen after arming)."""
         watch = self.active.get(key)
-        if watch is None or key in self.claims:
+        if watch is None or watch[CLAIM] is not None:
             return
-        # A new tuple: the monitor files it at its new deadline and skips the
+        # A new list: the monitor files it at its new deadline and skips the
         # old heap entry, which no longer matches `active[key]`.
-        self.active[key] = (watch[0], threshold, *watch[2:])
+        self.active[key] = [watch[STARTED], threshold, *watch[SUBJECT:]]
         self.require(threshold)
 
     def require(self, threshold: float) -> None:
@@ -229,7 +224,6 @@ class Watchdog:
             thread.join(timeout)
         self._thread = None
         self.active.clear()
-        self.claims.clear()
         self._heap.clear()
         self._seen.clear()
         self.beat = -float("inf")
@@ -252,12 +246,13 @@ class Watchdog:
         seen = self._seen
         for key, watch in current.items():
             if seen.get(key) is not watch:
-                heapq.heappush(heap, (watch[0] + watch[1], next(self._seq), key, watch))
+                deadline = watch[STARTED] + watch[THRESHOLD]
+                heapq.heappush(heap, (deadline, next(self._seq), key, watch))
         self._seen = current
         due: list[tuple[object, Watch]] = []
         while heap:
             deadline, _, key, watch = heap[0]
-            live = active.get(key) is watch and key not in self.claims
+            live = active.get(key) is watch and watch[CLAIM] is None
             if live and deadline > now:
                 break
             heapq.heappop(heap)
@@ -305,18 +300,17 @@ class Watchdog:
         """Hand a snapshot on, unless its request finished while we looked.
 
         A Dekker-style handshake with the request thread, which deletes
-        ``active[key]`` and then looks for ``claims[key]``: here we write the
-        claim and then look at ``active[key]``. At least one side sees the
-        other, so either we drop the snapshot or the request thread sees the
-        claim and, through :meth:`settle` and our lock, learns the outcome.
+        ``active[key]`` and then looks at the watch's claim slot: here we fill
+        the claim slot and then look at ``active[key]``. At least one side sees
+        the other, so either we drop the snapshot or the request thread sees
+        the claim and, through :meth:`settle` and our lock, learns the outcome.
         """
-        started, threshold, subject = watch[0], watch[1], watch[2]
+        started, threshold, subject = watch[STARTED], watch[THRESHOLD], watch[SUBJECT]
         info = self._describe(subject)
         with self._lock:
-            claim = self.claims[key] = Claim(watch)
+            claim = watch[CLAIM] = Claim(started, threshold)
             if self.active.get(key) is not watch or info is None:
                 # Finished while we looked: the stack may be another request's.
-                del self.claims[key]
                 return
             claim.reported = True
             claim.report_id = uuid.uuid4().hex

@@ -60,9 +60,7 @@ class Server:
             **(env or {}),
         }
         cmd = [sys.executable, "-m", module, app, *args]
-        self.proc = subprocess.Popen(
-            cmd, cwd=cwd, env=full_env, stderr=subprocess.PIPE, text=True
-        )
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         self.worker_pids: set[int] = set()
         self.port = 0

@@ -15,7 +15,11 @@ pytestmark = pytest.mark.server
 
 
 def test_demo_reports_its_slow_sql_page_on_the_console(tmp_path):
-    env = {**os.environ, "DEMO_DB": str(tmp_path / "demo.sqlite3")}
+    demo_env = {
+        "DEMO_DB": str(tmp_path / "demo.sqlite3"),
+        "DJANGO_SETTINGS_MODULE": "shop.settings",
+    }
+    env = {**os.environ, **demo_env}
     migrate = [sys.executable, "manage.py", "migrate", "--noinput", "-v0"]
     subprocess.run(migrate, cwd=DEMO, env=env, check=True, timeout=60)
     server = Server(
@@ -23,7 +27,7 @@ def test_demo_reports_its_slow_sql_page_on_the_console(tmp_path):
         ["-c", "shop/gunicorn.conf.py"],
         app="shop.wsgi",
         cwd=DEMO,
-        env={"PORT": "0", "DEMO_DB": env["DEMO_DB"]},
+        env={"PORT": "0", **demo_env},
     )
     try:
         assert server.get("/")[0] == 200

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from helpers import Server, slow
 
 pytestmark = pytest.mark.server

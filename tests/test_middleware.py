@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 from django.test import AsyncClient, Client
-from helpers import HERE
 
+from helpers import HERE
 from slowwatch import runtime
 from slowwatch.report import Report
 
