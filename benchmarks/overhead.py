@@ -202,6 +202,7 @@ def pct(values: list[float], p: float) -> float:
 
 def gunicorn_rps(middleware: list[str], worker: str, seconds: int) -> float:
     env = dict(os.environ, BENCH_MIDDLEWARE=",".join(middleware), PYTHONPATH=str(HERE))
+    env.pop("BENCH_RECORD")  # the recording reporter lives in this process only
     args = [sys.executable, "-m", "gunicorn", "benchwsgi:application", "-b", "127.0.0.1:0"]
     args += ["-w", "1", "--log-level", "info"]
     args += ["-k", "gthread", "--threads", "4"] if worker == "gthread" else ["-k", "sync"]

@@ -39,9 +39,7 @@ def apply_rule(request: HttpRequest, rule: float | str) -> None:
         if key is None:
             return
         if rule == EXEMPT:
-            claim = watchdog.disarm(key)
-            if claim is not None:
-                runtime.finished(claim, None, None)
+            watchdog.exempt(key)
         elif isinstance(rule, float):
             watchdog.retune(key, rule)
 
@@ -124,14 +122,15 @@ class SlowWatchMiddleware:
         # Keyed by the task serving this request: while it waits, its frames are
         # on its await chain rather than on the loop thread's stack.
         task = asyncio.current_task()
-        if threshold is None or self.watchdog.arm(request, threshold, task=task) is None:
+        watch = None if threshold is None else self.watchdog.arm(request, threshold, task=task)
+        if watch is None:
             return await self.get_response(request)  # type: ignore[no-any-return, misc]
         setattr(request, WATCH_ATTR, task)
         response = None
         try:
             response = await self.get_response(request)  # type: ignore[misc]
         finally:
-            claim = self.watchdog.disarm(task)
+            claim = self.watchdog.disarm(task, watch)
             if claim is not None:
                 runtime.finished(claim, response, sys.exc_info()[1])
         return response  # type: ignore[no-any-return]

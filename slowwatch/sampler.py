@@ -152,12 +152,20 @@ class Watchdog:
             self.ensure_running()
         return watch
 
-    def disarm(self, key: object) -> Claim | None:
-        """End the watch under ``key``; its Claim when a slow report went out."""
-        watch = self.active.pop(key, None)
-        if watch is None or watch[CLAIM] is None:
+    def disarm(self, key: object, watch: Watch | None = None) -> Claim | None:
+        """End the watch under ``key``; its Claim when a slow report went out.
+
+        ``watch`` is the one the caller armed: if a per-view rule already took
+        it out of :attr:`active`, its claim slot still tells what happened.
+        """
+        filed = self.active.pop(key, watch)
+        if filed is None or filed[CLAIM] is None:
             return None
-        return self.settle(watch[CLAIM])
+        return self.settle(filed[CLAIM])
+
+    def exempt(self, key: object) -> None:
+        """Stop watching ``key`` (a per-view rule); the request goes on."""
+        self.active.pop(key, None)
 
     def settle(self, claim: Claim) -> Claim | None:
         """For a watch just taken out of :attr:`active`: its claim, if it was reported.
@@ -260,7 +268,9 @@ class Watchdog:
                 due.append((key, watch))
         if due:
             self._capture(due)
-        if len(heap) > 2 * len(current) + 64:
+        if len(heap) > len(current):
+            # Some entries belong to finished requests: drop them now rather than
+            # at their deadline, so no request object is kept alive past a tick.
             heap[:] = [e for e in heap if active.get(e[2]) is e[3]]
             heapq.heapify(heap)
         if heap:

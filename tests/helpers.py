@@ -135,3 +135,10 @@ class Server:
 def slow(kind: str) -> Callable[[dict[str, Any]], bool]:
     """Matches report documents of one kind (``slow`` or ``finished``)."""
     return lambda r: r["slowwatch"] is not None and r["slowwatch"]["kind"] == kind
+
+
+class Broken(Reporter):
+    """A reporter that always fails."""
+
+    def handle(self, report: object) -> None:
+        raise RuntimeError("this reporter is broken")

@@ -185,3 +185,20 @@ def test_the_package_under_test_is_the_installed_one():
 
     if os.environ.get("SLOWWATCH_TEST_INSTALLED"):
         assert "site-packages" in slowwatch.__file__, slowwatch.__file__
+
+
+def test_a_failing_reporter_stops_neither_the_others_nor_the_request(settings, collected, caplog):
+    caplog.set_level("ERROR", logger="slowwatch.internal")
+    settings.SLOWWATCH = {
+        **settings.SLOWWATCH,
+        "REPORTERS": ["helpers.Broken", "helpers.Collected"],
+    }
+    client = Client()
+    for _ in range(2):
+        assert client.get("/sleep/?s=0.45").status_code == 200
+    assert [r.kind for r in reports(collected)] == ["slow", "finished"] * 2
+    errors = [r for r in caplog.records if r.name == "slowwatch.internal"]
+    # Four failures, one line: at most once a minute per place and error type.
+    assert len(errors) == 1
+    assert "reporter Broken" in errors[0].getMessage()
+    assert runtime.errors.counts["reporter Broken"] >= 4

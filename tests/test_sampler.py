@@ -274,3 +274,22 @@ def test_forked_child_gets_its_own_monitor():
             holder.join(5)
     finally:
         wd.stop()
+
+
+def test_a_finished_request_is_not_kept_alive_past_the_next_tick(watchdog, clock):
+    import gc
+    import weakref
+
+    class Request:
+        pass
+
+    request = Request()
+    alive = weakref.ref(request)
+    watchdog.arm(request, 25.0, task="t")
+    watchdog.poll(clock.now)  # the monitor files it in its heap
+    watchdog.disarm("t")
+    del request
+    clock.now += watchdog.tick
+    watchdog.poll(clock.now)
+    gc.collect()
+    assert alive() is None
