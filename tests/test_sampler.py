@@ -93,8 +93,8 @@ def test_fires_at_the_deadline_and_not_before(watchdog, clock, snapshots, servin
     lines, first = inspect.getsourcelines(blocked_view)
     assert "release.wait(10)" in lines[view.lineno - first]
     # Innermost last: the thread is inside Event.wait, called from the view.
-    names = [f.function for f in snap.stack.frames]
-    assert names.index("blocked_view") < names.index("Event.wait")
+    names = [f.function.rsplit(".", 1)[-1] for f in snap.stack.frames]
+    assert names.index("blocked_view") < names.index("wait")
 
 
 def test_fires_once(watchdog, clock, snapshots, serving):
