@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "REPORTERS": ["slowwatch.reporters.LoggingReporter"],
     "QUEUE_SIZE": 100,
     "HIDE_SERVER_FRAMES": True,
+    "SAMPLE_INTERVAL": 0.05,
+    "MAX_SAMPLES": 12_000,
 }
 
 #: Marks a request that is not watched at all.
@@ -128,12 +130,20 @@ def validate(raw: object) -> list[Problem]:
     problems += _validate_thresholds(raw.get("THRESHOLDS", {}))
     problems += _validate_ignore(raw.get("IGNORE", []))
     problems += _validate_reporters(raw.get("REPORTERS", DEFAULTS["REPORTERS"]))
-    size = raw.get("QUEUE_SIZE", 100)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    for key, problem_id in (("QUEUE_SIZE", "slowwatch.E010"), ("MAX_SAMPLES", "slowwatch.E012")):
+        size = raw.get(key, DEFAULTS[key])
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            problems.append(
+                Problem(problem_id, f"SLOWWATCH[{key!r}] must be a positive int, not {size!r}.")
+            )
+    interval = positive_seconds(raw.get("SAMPLE_INTERVAL", DEFAULTS["SAMPLE_INTERVAL"]))
+    if interval is None or interval > 10:
         problems.append(
             Problem(
-                "slowwatch.E010",
-                f"SLOWWATCH['QUEUE_SIZE'] must be a positive int, not {size!r}.",
+                "slowwatch.E011",
+                "SLOWWATCH['SAMPLE_INTERVAL'] must be a number of seconds above 0 and at "
+                f"most 10, not {raw.get('SAMPLE_INTERVAL')!r}.",
+                "The default, 0.05, samples a slow request 20 times a second.",
             )
         )
     return problems
@@ -271,6 +281,14 @@ class Settings:
     @property
     def queue_size(self) -> int:
         return int(self.values["QUEUE_SIZE"])
+
+    @property
+    def sample_interval(self) -> float:
+        return float(self.values["SAMPLE_INTERVAL"])
+
+    @property
+    def max_samples(self) -> int:
+        return int(self.values["MAX_SAMPLES"])
 
     @property
     def hide_server_frames(self) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slowwatch.capture import Frame, Stack
+from slowwatch.profile import FrozenProfile
 from slowwatch.redact import redact_url
 
 #: Version of the JSON document produced by :meth:`Report.to_dict`.
@@ -65,6 +66,7 @@ class Finished:
     duration: float
     status_code: int | None = None
     exception: str = ""
+    profile: FrozenProfile | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,8 @@ class Report:
     truncated_frames: int = 0
     status_code: int | None = None
     exception: str = ""
+    #: The samples taken from the threshold to the end (``finished`` only).
+    profile: FrozenProfile | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -149,10 +153,30 @@ class Report:
                 lines.append(f"    {frame.line}")
         return "\n".join(lines)
 
+    def hottest(self, n: int = 5) -> str:
+        """Where the slow part of the request spent its time, from the profile."""
+        profile = self.profile
+        if profile is None or not profile.samples:
+            return ""
+        every = f"every {profile.interval * 1000:g} ms"
+        notes = [f"{profile.samples} samples {every}"]
+        if profile.decimated:
+            notes.append("thinned out past the sample limit")
+        if profile.throttled:
+            notes.append("sampled less often to stay within the CPU budget")
+        lines = [f"Hottest lines since the threshold ({'; '.join(notes)}):"]
+        for (filename, function, lineno), share in profile.hottest(n):
+            lines.append(f'  {share:4.0%}  File "{filename}", line {lineno}, in {function}')
+            source = linecache.getline(filename, lineno).strip()
+            if source:
+                lines.append(f"          {source}")
+        return "\n".join(lines)
+
     def text(self) -> str:
         if self.kind == "slow":
             return f"{self.summary()}\n{self.traceback()}"
-        return self.summary()
+        hottest = self.hottest()
+        return f"{self.summary()}\n{hottest}" if hottest else self.summary()
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON form (see ``docs/report.rst``)."""
@@ -185,6 +209,7 @@ class Report:
                 "truncated": self.truncated_frames,
             },
             "outcome": {"status_code": self.status_code, "exception": self.exception},
+            **({"profile": self.profile.to_dict()} if self.profile is not None else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -243,5 +268,6 @@ def build_report(event: Snapshot | Finished) -> Report:
         elapsed=event.duration,
         status_code=event.status_code,
         exception=event.exception,
+        profile=event.profile,
         **common,
     )

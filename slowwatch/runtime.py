@@ -80,7 +80,13 @@ def watchdog() -> Watchdog:
         queue = dispatcher()
         with _lock:
             if _watchdog is None:
-                _watchdog = Watchdog(on_slow=queue.submit, describe=describe, errors=errors)
+                _watchdog = Watchdog(
+                    on_slow=queue.submit,
+                    describe=describe,
+                    errors=errors,
+                    sample_interval=settings.sample_interval,
+                    max_samples=settings.max_samples,
+                )
     return _watchdog
 
 
@@ -99,6 +105,7 @@ def finished(claim: Claim, response: HttpResponseBase | None, exc: BaseException
                 duration=duration,
                 status_code=getattr(response, "status_code", None),
                 exception=type(exc).__qualname__ if exc is not None else "",
+                profile=claim.final,
             )
         )
 

@@ -41,6 +41,7 @@ from typing import Any
 
 from slowwatch.capture import Stack, walk_coroutine, walk_frames
 from slowwatch.internal import InternalLog
+from slowwatch.profile import FrozenProfile, Profile, key_of
 from slowwatch.report import Snapshot
 
 #: A watch: ``[started, threshold, subject, claim]`` for a thread, keyed by its ident;
@@ -58,13 +59,21 @@ STALE_AFTER = 10.0
 
 @dataclass
 class Claim:
-    """The monitor's hold on a watch it is reporting, in the watch's claim slot."""
+    """The monitor's hold on a watch it is reporting, in the watch's claim slot.
+
+    Once reported, the monitor keeps sampling the request into ``profile``
+    until the request thread closes the claim (:meth:`Watchdog.settle`), which
+    freezes the profile into ``final`` for the ``finished`` report.
+    """
 
     started: float
     threshold: float
     reported: bool = False
     report_id: str = ""
     info: Any = None
+    profile: Profile | None = None
+    closed: bool = False
+    final: FrozenProfile | None = None
 
 
 def thread_of(key: object, watch: Watch) -> int:
@@ -89,7 +98,15 @@ class Watchdog:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         errors: InternalLog | None = None,
+        sample_interval: float = 0.05,
+        max_samples: int = 12_000,
+        cpu_budget: float = 0.01,
     ) -> None:
+        #: Seconds between samples of a slow request (while the CPU budget allows).
+        self.sample_interval = sample_interval
+        self.max_samples = max_samples
+        #: Share of one core the monitor may spend sampling before it slows down.
+        self.cpu_budget = cpu_budget
         self._on_slow = on_slow
         self._describe = describe
         self._clock = clock
@@ -123,6 +140,11 @@ class Watchdog:
         self._heap: list[tuple[float, int, object, Watch]] = []
         self._seen: dict[object, Watch] = {}
         self._seq = itertools.count()
+        #: key -> (watch, claim) of reported requests still running (monitor only).
+        self._sampled: dict[object, tuple[Watch, Claim]] = {}
+        self._next_sample = float("inf")
+        self._interval = self.sample_interval
+        self._window = (self._clock(), 0.0)
         self._thread: threading.Thread | None = None
         self._stopping = False
         #: Monotonic time of the monitor's last poll.
@@ -171,9 +193,13 @@ class Watchdog:
         """For a watch just taken out of :attr:`active`: its claim, if it was reported.
 
         Waits (on the lock) for the monitor to finish deciding, so that the
-        ``slow`` report is queued before the caller sends ``finished``.
+        ``slow`` report is queued before the caller sends ``finished``, and
+        freezes the profile: the monitor adds no sample to a closed claim.
         """
         with self._lock:
+            claim.closed = True
+            if claim.profile is not None and claim.final is None:
+                claim.final = claim.profile.frozen()
             return claim if claim.reported else None
 
     def current(self) -> object | None:
@@ -234,6 +260,7 @@ class Watchdog:
         self.active.clear()
         self._heap.clear()
         self._seen.clear()
+        self._sampled.clear()
         self.beat = -float("inf")
 
     # -- monitor thread -------------------------------------------------
@@ -268,14 +295,15 @@ class Watchdog:
                 due.append((key, watch))
         if due:
             self._capture(due)
+        if self._sampled and now >= self._next_sample:
+            self._sample(now)
         if len(heap) > len(current):
             # Some entries belong to finished requests: drop them now rather than
             # at their deadline, so no request object is kept alive past a tick.
             heap[:] = [e for e in heap if active.get(e[2]) is e[3]]
             heapq.heapify(heap)
-        if heap:
-            return max(0.0, min(heap[0][0] - self._clock(), self.tick))
-        return self.tick
+        wake = min(heap[0][0] if heap else float("inf"), self._next_sample)
+        return max(0.0, min(wake - self._clock(), self.tick))
 
     def _capture(self, due: list[tuple[object, Watch]]) -> None:
         # One frames dict for the whole batch: at 200 due watches this is what
@@ -325,6 +353,11 @@ class Watchdog:
             claim.reported = True
             claim.report_id = uuid.uuid4().hex
             claim.info = info
+            # From now on the request is sampled until it ends.
+            claim.profile = Profile(self.sample_interval, self.max_samples)
+            claim.profile.add(key_of(stack.frames))
+            self._sampled[key] = (watch, claim)
+            self._next_sample = min(self._next_sample, taken + self._interval)
             self._on_slow(
                 Snapshot(
                     report_id=claim.report_id,
@@ -339,3 +372,42 @@ class Watchdog:
                     stack=stack,
                 )
             )
+
+    def _sample(self, now: float) -> None:
+        """One sample of every reported request still running, into its profile."""
+        cpu = time.thread_time()
+        frames = sys._current_frames()
+        taken: list[tuple[Claim, Any]] = []
+        try:
+            for key, (watch, claim) in list(self._sampled.items()):
+                if self.active.get(key) is not watch:
+                    del self._sampled[key]  # it ended; its claim is closed
+                    continue
+                stack = self._stack(key, frames.get(thread_of(key, watch)))
+                taken.append((claim, key_of(stack.frames)))
+        finally:
+            del frames
+        with self._lock:
+            for claim, sample in taken:
+                if not claim.closed and claim.profile is not None:
+                    claim.profile.add(sample)
+        self._budget(now, time.thread_time() - cpu)
+        self._next_sample = now + self._interval if self._sampled else float("inf")
+
+    def _budget(self, now: float, spent: float) -> None:
+        """Slow sampling down when it costs more than ``cpu_budget`` of a core."""
+        start, used = self._window
+        used += spent
+        elapsed = now - start
+        if elapsed < 1.0:
+            self._window = (start, used)
+            return
+        share = used / elapsed
+        if share > self.cpu_budget and self._interval < 1.0:
+            self._interval = min(1.0, self._interval * 2)
+            for _, claim in self._sampled.values():
+                if claim.profile is not None:
+                    claim.profile.throttled = True
+        elif share < self.cpu_budget / 4 and self._interval > self.sample_interval:
+            self._interval = max(self.sample_interval, self._interval / 2)
+        self._window = (now, 0.0)

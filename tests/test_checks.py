@@ -48,6 +48,11 @@ def ids(value: object) -> list[str]:
         ({"REPORTERS": ["no.such.Reporter"]}, ["slowwatch.E009"]),
         ({"QUEUE_SIZE": 0}, ["slowwatch.E010"]),
         ({"QUEUE_SIZE": 2.5}, ["slowwatch.E010"]),
+        ({"SAMPLE_INTERVAL": 0}, ["slowwatch.E011"]),
+        ({"SAMPLE_INTERVAL": 60}, ["slowwatch.E011"]),
+        ({"SAMPLE_INTERVAL": "fast"}, ["slowwatch.E011"]),
+        ({"MAX_SAMPLES": -1}, ["slowwatch.E012"]),
+        ({"SAMPLE_INTERVAL": 0.01, "MAX_SAMPLES": 100}, []),
     ],
 )
 def test_settings_checks(value, expected):

@@ -202,3 +202,15 @@ def test_a_failing_reporter_stops_neither_the_others_nor_the_request(settings, c
     assert len(errors) == 1
     assert "reporter Broken" in errors[0].getMessage()
     assert runtime.errors.counts["reporter Broken"] >= 4
+
+
+def test_the_profile_shows_both_phases_of_a_request(collected):
+    assert Client().get("/phases/?a=0.8&b=0.8").status_code == 200
+    [done] = reports(collected, "finished")
+    assert done.profile is not None and done.profile.samples > 10
+    lines = {line for (_, _, line), _ in done.profile.hottest(5)}
+    text = done.text()
+    assert "# phase one" in text and "# phase two" in text
+    assert len(lines) >= 2
+    doc = done.to_dict()
+    assert doc["profile"]["samples"] == done.profile.samples

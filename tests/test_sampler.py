@@ -293,3 +293,47 @@ def test_a_finished_request_is_not_kept_alive_past_the_next_tick(watchdog, clock
     watchdog.poll(clock.now)
     gc.collect()
     assert alive() is None
+
+
+def test_a_reported_request_is_sampled_until_it_ends(watchdog, clock, snapshots, serving):
+    thread = serving()
+    clock.now += 5.01
+    watchdog.poll(clock.now)
+    assert len(snapshots) == 1
+    key = thread.ident
+    claim = watchdog.active[key][3]
+    for _ in range(40):
+        clock.now += watchdog.sample_interval
+        watchdog.poll(clock.now)
+    # Every sample of a thread parked on one line is the same stack: one entry.
+    assert claim.profile.samples == 41
+    assert len(claim.profile.counts) == 1
+    settled = watchdog.settle(claim)
+    assert settled is claim and claim.final is not None
+    clock.now += watchdog.sample_interval
+    watchdog.poll(clock.now)
+    assert claim.final.samples == 41, "no sample is added once the claim is closed"
+    [(leaf, share)] = claim.final.hottest(1)
+    assert leaf[1].rsplit(".", 1)[-1] == "wait" and share == 1.0
+
+
+def test_sampling_slows_down_past_its_cpu_budget(clock, snapshots, serving):
+    wd = Watchdog(on_slow=snapshots.append, describe=describe, clock=clock, cpu_budget=1e-9)
+    wd.beat = float("inf")
+    ready, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=blocked_view, args=(wd, "/x", ready, release))
+    thread.start()
+    try:
+        assert ready.wait(5)
+        clock.now += 5.01
+        wd.poll(clock.now)
+        for _ in range(30):
+            clock.now += 0.05
+            wd.poll(clock.now)
+        claim = wd.active[thread.ident][3]
+        assert claim.profile.throttled
+        assert wd._interval > wd.sample_interval
+    finally:
+        release.set()
+        thread.join(5)
+        wd.stop()

@@ -11,6 +11,7 @@ urlpatterns = [
     path("cpu/", views.cpu, name="cpu"),
     path("deep/<int:depth>/", views.deep, name="deep"),
     path("boom/", views.boom, name="boom"),
+    path("phases/", views.phases, name="phases"),
     path("exempt/", views.exempt, name="exempt"),
     path("patient/", views.patient, name="patient"),
     path("impatient/", views.impatient, name="impatient"),

@@ -100,3 +100,18 @@ async def async_sleep(request: HttpRequest) -> HttpResponse:
 async def async_exempt(request: HttpRequest) -> HttpResponse:
     await asyncio.sleep(_seconds(request))
     return HttpResponse("async exempt")
+
+
+def phase_one(seconds: float) -> None:
+    time.sleep(seconds)  # phase one
+
+
+def phase_two(seconds: float) -> None:
+    time.sleep(seconds)  # phase two
+
+
+def phases(request: HttpRequest) -> HttpResponse:
+    """Slow in one place, then in another: a profile must show both."""
+    phase_one(float(request.GET.get("a", "1")))
+    phase_two(float(request.GET.get("b", "1")))
+    return JsonResponse({"pid": os.getpid()})

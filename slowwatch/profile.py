@@ -1,0 +1,151 @@
+"""A slow request's samples, folded into collapsed stacks.
+
+Once a request is reported slow, the monitor samples its stack every
+``SAMPLE_INTERVAL`` until it ends. Each sample is a tuple of frames (file,
+function, line); identical consecutive samples cost one counter increment.
+The result renders as collapsed-stack text (flamegraph.pl, speedscope's
+import) and as speedscope's own JSON, and tells which frames were hottest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slowwatch.capture import Frame
+
+#: A sampled stack, outermost call first: ``(filename, function, lineno)`` per frame.
+Key = tuple[tuple[str, str, int], ...]
+
+SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
+
+
+def key_of(frames: Iterable[Frame]) -> Key:
+    return tuple((f.filename, f.function, f.lineno) for f in frames)
+
+
+@dataclass
+class Profile:
+    """Folded samples of one request. Written by the monitor thread only.
+
+    ``counts`` are in units of ``interval``. Past ``max_samples`` samples, only
+    every other sample is kept, each counting double (then every fourth...):
+    the profile keeps covering the whole request in bounded memory.
+    """
+
+    interval: float
+    max_samples: int
+    counts: Counter[Key] = field(default_factory=Counter)
+    samples: int = 0
+    stride: int = 1
+    #: The sampling interval had to grow to stay within the CPU budget.
+    throttled: bool = False
+    _offered: int = 0
+
+    def add(self, key: Key) -> None:
+        self._offered += 1
+        if self._offered % self.stride:
+            return
+        # An identical stack is the same dict entry: one counter increment.
+        self.counts[key] += self.stride
+        self.samples += 1
+        if self.samples % self.max_samples == 0:
+            self.stride *= 2
+
+    def frozen(self) -> FrozenProfile:
+        return FrozenProfile(
+            interval=self.interval,
+            samples=self.samples,
+            stacks=tuple(sorted(self.counts.items(), key=lambda kv: -kv[1])),
+            decimated=self.stride > 1,
+            throttled=self.throttled,
+        )
+
+
+@dataclass(frozen=True)
+class FrozenProfile:
+    """An immutable copy, safe to hand to the reporter thread."""
+
+    interval: float
+    samples: int
+    stacks: tuple[tuple[Key, int], ...]
+    decimated: bool = False
+    throttled: bool = False
+
+    def collapsed(self, max_bytes: int = 64 * 1024) -> str:
+        """``file:function:line;...;file:function:line count`` lines, hottest first."""
+        lines: list[str] = []
+        size = 0
+        for key, count in self.stacks:
+            line = ";".join(f"{fn} ({_short(path)}:{no})" for path, fn, no in key)
+            line = f"{line} {count}"
+            size += len(line.encode()) + 1
+            if size > max_bytes:
+                break
+            lines.append(line)
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def hottest(self, n: int = 5) -> list[tuple[tuple[str, str, int], float]]:
+        """The innermost frames that held most samples, with their share."""
+        if not self.samples:
+            return []
+        leaves: Counter[tuple[str, str, int]] = Counter()
+        for key, count in self.stacks:
+            if key:
+                leaves[key[-1]] += count
+        total = sum(leaves.values()) or 1
+        return [(frame, count / total) for frame, count in leaves.most_common(n)]
+
+    def speedscope(self, name: str) -> dict[str, Any]:
+        """speedscope's file format: one "sampled" profile, weights in seconds."""
+        index: dict[tuple[str, str, int], int] = {}
+        frames: list[dict[str, Any]] = []
+        samples: list[list[int]] = []
+        weights: list[float] = []
+        for key, count in self.stacks:
+            stack = []
+            for frame in key:
+                if frame not in index:
+                    index[frame] = len(frames)
+                    path, fn, line = frame
+                    frames.append({"name": fn, "file": path, "line": line})
+                stack.append(index[frame])
+            samples.append(stack)
+            weights.append(round(count * self.interval, 6))
+        return {
+            "$schema": SPEEDSCOPE_SCHEMA,
+            "shared": {"frames": frames},
+            "profiles": [
+                {
+                    "type": "sampled",
+                    "name": name,
+                    "unit": "seconds",
+                    "startValue": 0,
+                    "endValue": round(sum(weights), 6),
+                    "samples": samples,
+                    "weights": weights,
+                }
+            ],
+            "name": name,
+            "exporter": "slowwatch",
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval,
+            "samples": self.samples,
+            "decimated": self.decimated,
+            "throttled": self.throttled,
+            "stacks": [
+                {"frames": [list(frame) for frame in key], "count": count}
+                for key, count in self.stacks
+            ],
+        }
+
+
+def _short(path: str) -> str:
+    # Collapsed stacks read better with the last two path parts.
+    parts = path.replace("\\", "/").rsplit("/", 2)
+    return "/".join(parts[-2:])

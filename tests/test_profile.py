@@ -1,0 +1,69 @@
+"""Folding samples, bounds, and the output formats."""
+
+from __future__ import annotations
+
+import json
+
+from slowwatch.profile import SPEEDSCOPE_SCHEMA, Profile
+
+A = (("app/views.py", "view", 10), ("app/db.py", "query", 20))
+B = (("app/views.py", "view", 12), ("lib/x.py", "spin", 5))
+
+
+def test_identical_stacks_share_one_entry():
+    profile = Profile(interval=0.05, max_samples=1000)
+    for _ in range(30):
+        profile.add(A)
+    for _ in range(10):
+        profile.add(B)
+    frozen = profile.frozen()
+    assert frozen.samples == 40
+    assert frozen.stacks == ((A, 30), (B, 10))
+    assert frozen.hottest(2) == [(A[-1], 0.75), (B[-1], 0.25)]
+
+
+def test_past_the_sample_limit_samples_are_thinned_and_weighted():
+    profile = Profile(interval=0.05, max_samples=100)
+    for _ in range(400):
+        profile.add(A)
+    frozen = profile.frozen()
+    assert frozen.decimated
+    assert frozen.samples < 250
+    # Counts stay in units of the interval: the whole request is still covered.
+    assert dict(frozen.stacks)[A] == 400
+
+
+def test_collapsed_text_is_flamegraph_input():
+    profile = Profile(interval=0.05, max_samples=1000)
+    for _ in range(3):
+        profile.add(A)
+    profile.add(B)
+    text = profile.frozen().collapsed()
+    assert text == (
+        "view (app/views.py:10);query (app/db.py:20) 3\n"
+        "view (app/views.py:12);spin (lib/x.py:5) 1\n"
+    )
+
+
+def test_collapsed_text_has_a_byte_cap():
+    profile = Profile(interval=0.05, max_samples=100_000)
+    for i in range(2000):
+        profile.add(((f"app/module_{i}.py", "function_with_a_long_name", i),))
+    text = profile.frozen().collapsed(max_bytes=4096)
+    assert len(text.encode()) <= 4096
+
+
+def test_speedscope_document():
+    profile = Profile(interval=0.05, max_samples=1000)
+    for _ in range(3):
+        profile.add(A)
+    profile.add(B)
+    doc = json.loads(json.dumps(profile.frozen().speedscope("GET /x")))
+    assert doc["$schema"] == SPEEDSCOPE_SCHEMA
+    frames = doc["shared"]["frames"]
+    assert [f["name"] for f in frames] == ["view", "query", "view", "spin"]
+    [sampled] = doc["profiles"]
+    assert sampled["type"] == "sampled" and sampled["unit"] == "seconds"
+    assert sampled["samples"] == [[0, 1], [2, 3]]
+    assert sampled["weights"] == [0.15, 0.05]
+    assert sampled["endValue"] == 0.2
