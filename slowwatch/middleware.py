@@ -20,7 +20,8 @@ from django.core.exceptions import MiddlewareNotUsed
 
 from slowwatch import runtime
 from slowwatch.conf import EXEMPT, settings
-from slowwatch.sampler import CLAIM, STALE_AFTER
+from slowwatch.sampler import STALE_AFTER
+from slowwatch.watch import CLAIM
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponseBase

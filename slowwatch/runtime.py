@@ -23,7 +23,8 @@ from slowwatch.conf import settings
 from slowwatch.dispatch import Dispatcher
 from slowwatch.internal import InternalLog
 from slowwatch.report import Finished, RequestInfo, Snapshot, build_report
-from slowwatch.sampler import Claim, Watchdog
+from slowwatch.sampler import Watchdog
+from slowwatch.watch import Claim
 
 if TYPE_CHECKING:
     from django.http import HttpResponseBase

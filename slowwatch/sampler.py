@@ -34,50 +34,22 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from threading import get_ident
 from types import CodeType, FrameType
 from typing import Any
 
+from slowwatch.budget import CpuBudget
 from slowwatch.capture import Stack, walk_coroutine, walk_frames
 from slowwatch.internal import InternalLog
-from slowwatch.profile import FrozenProfile, Profile, key_of
+from slowwatch.profile import Profile, key_of
 from slowwatch.report import Snapshot
-
-#: A watch: ``[started, threshold, subject, claim]`` for a thread, keyed by its ident;
-#: ``[started, threshold, subject, claim, thread_id]`` for an asyncio task, keyed by
-#: the task. ``claim`` is None until the monitor takes the watch up.
-Watch = list[Any]
-STARTED, THRESHOLD, SUBJECT, CLAIM, THREAD = range(5)
+from slowwatch.watch import CLAIM, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
 
 #: Longest sleep of an idle monitor.
 MAX_TICK = 1.0
 #: Without a heartbeat for this long, arming checks the monitor is alive (after
 #: a fork without fork hooks, as under uWSGI, the thread is simply gone).
 STALE_AFTER = 10.0
-
-
-@dataclass
-class Claim:
-    """The monitor's hold on a watch it is reporting, in the watch's claim slot.
-
-    Once reported, the monitor keeps sampling the request into ``profile``
-    until the request thread closes the claim (:meth:`Watchdog.settle`), which
-    freezes the profile into ``final`` for the ``finished`` report.
-    """
-
-    started: float
-    threshold: float
-    reported: bool = False
-    report_id: str = ""
-    info: Any = None
-    profile: Profile | None = None
-    closed: bool = False
-    final: FrozenProfile | None = None
-
-
-def thread_of(key: object, watch: Watch) -> int:
-    return int(watch[THREAD]) if len(watch) > THREAD else int(key)  # type: ignore[call-overload]
 
 
 class Watchdog:
@@ -143,8 +115,7 @@ class Watchdog:
         #: key -> (watch, claim) of reported requests still running (monitor only).
         self._sampled: dict[object, tuple[Watch, Claim]] = {}
         self._next_sample = float("inf")
-        self._interval = self.sample_interval
-        self._window = (self._clock(), 0.0)
+        self._budget = CpuBudget(self.cpu_budget, self.sample_interval, self._clock())
         self._thread: threading.Thread | None = None
         self._stopping = False
         #: Monotonic time of the monitor's last poll.
@@ -357,7 +328,7 @@ class Watchdog:
             claim.profile = Profile(self.sample_interval, self.max_samples)
             claim.profile.add(key_of(stack.frames))
             self._sampled[key] = (watch, claim)
-            self._next_sample = min(self._next_sample, taken + self._interval)
+            self._next_sample = min(self._next_sample, taken + self._budget.interval)
             self._on_slow(
                 Snapshot(
                     report_id=claim.report_id,
@@ -391,23 +362,8 @@ class Watchdog:
             for claim, sample in taken:
                 if not claim.closed and claim.profile is not None:
                     claim.profile.add(sample)
-        self._budget(now, time.thread_time() - cpu)
-        self._next_sample = now + self._interval if self._sampled else float("inf")
-
-    def _budget(self, now: float, spent: float) -> None:
-        """Slow sampling down when it costs more than ``cpu_budget`` of a core."""
-        start, used = self._window
-        used += spent
-        elapsed = now - start
-        if elapsed < 1.0:
-            self._window = (start, used)
-            return
-        share = used / elapsed
-        if share > self.cpu_budget and self._interval < 1.0:
-            self._interval = min(1.0, self._interval * 2)
+        if self._budget.spend(now, time.thread_time() - cpu):
             for _, claim in self._sampled.values():
                 if claim.profile is not None:
                     claim.profile.throttled = True
-        elif share < self.cpu_budget / 4 and self._interval > self.sample_interval:
-            self._interval = max(self.sample_interval, self._interval / 2)
-        self._window = (now, 0.0)
+        self._next_sample = now + self._budget.interval if self._sampled else float("inf")

@@ -332,7 +332,7 @@ def test_sampling_slows_down_past_its_cpu_budget(clock, snapshots, serving):
             wd.poll(clock.now)
         claim = wd.active[thread.ident][3]
         assert claim.profile.throttled
-        assert wd._interval > wd.sample_interval
+        assert wd._budget.interval > wd.sample_interval
     finally:
         release.set()
         thread.join(5)

@@ -1,0 +1,42 @@
+"""A watch, and the monitor's claim on it.
+
+A watch is deliberately a plain list: building one is the only allocation on
+a request's fast path, and a list is the cheapest object CPython builds.
+These names say what its items are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from slowwatch.profile import FrozenProfile, Profile
+
+#: A watch: ``[started, threshold, subject, claim]`` for a thread, keyed by its ident;
+#: ``[started, threshold, subject, claim, thread_id]`` for an asyncio task, keyed by
+#: the task. ``claim`` is None until the monitor takes the watch up.
+Watch = list[Any]
+STARTED, THRESHOLD, SUBJECT, CLAIM, THREAD = range(5)
+
+
+@dataclass
+class Claim:
+    """The monitor's hold on a watch it is reporting, in the watch's claim slot.
+
+    Once reported, the monitor keeps sampling the request into ``profile``
+    until the request thread closes the claim (:meth:`Watchdog.settle`), which
+    freezes the profile into ``final`` for the ``finished`` report.
+    """
+
+    started: float
+    threshold: float
+    reported: bool = False
+    report_id: str = ""
+    info: Any = None
+    profile: Profile | None = None
+    closed: bool = False
+    final: FrozenProfile | None = None
+
+
+def thread_of(key: object, watch: Watch) -> int:
+    return int(watch[THREAD]) if len(watch) > THREAD else int(key)  # type: ignore[call-overload]
