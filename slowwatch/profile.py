@@ -38,18 +38,24 @@ class Profile:
     interval: float
     max_samples: int
     counts: Counter[Key] = field(default_factory=Counter)
+    #: Samples by what the thread was doing (see :mod:`slowwatch.threadstate`).
+    states: Counter[str] = field(default_factory=Counter)
     samples: int = 0
     stride: int = 1
+    #: CPU seconds the thread used since the threshold, when its CPU clock is readable.
+    cpu_time: float | None = None
     #: The sampling interval had to grow to stay within the CPU budget.
     throttled: bool = False
     _offered: int = 0
 
-    def add(self, key: Key) -> None:
+    def add(self, key: Key, state: str = "") -> None:
         self._offered += 1
         if self._offered % self.stride:
             return
         # An identical stack is the same dict entry: one counter increment.
         self.counts[key] += self.stride
+        if state:
+            self.states[state] += self.stride
         self.samples += 1
         if self.samples % self.max_samples == 0:
             self.stride *= 2
@@ -61,6 +67,8 @@ class Profile:
             stacks=tuple(sorted(self.counts.items(), key=lambda kv: -kv[1])),
             decimated=self.stride > 1,
             throttled=self.throttled,
+            states=tuple(self.states.most_common()),
+            cpu_time=self.cpu_time,
         )
 
 
@@ -73,6 +81,8 @@ class FrozenProfile:
     stacks: tuple[tuple[Key, int], ...]
     decimated: bool = False
     throttled: bool = False
+    states: tuple[tuple[str, int], ...] = ()
+    cpu_time: float | None = None
 
     def collapsed(self, max_bytes: int = 64 * 1024) -> str:
         """``file:function:line;...;file:function:line count`` lines, hottest first."""
@@ -138,6 +148,8 @@ class FrozenProfile:
             "samples": self.samples,
             "decimated": self.decimated,
             "throttled": self.throttled,
+            "states": dict(self.states),
+            "cpu_time": self.cpu_time,
             "stacks": [
                 {"frames": [list(frame) for frame in key], "count": count}
                 for key, count in self.stacks

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from slowwatch.capture import Frame, Stack
 from slowwatch.profile import FrozenProfile
 from slowwatch.redact import redact_url
+from slowwatch.threadstate import verdict
 
 #: Version of the JSON document produced by :meth:`Report.to_dict`.
 SCHEMA_VERSION = 1
@@ -160,11 +161,16 @@ class Report:
             return ""
         every = f"every {profile.interval * 1000:g} ms"
         notes = [f"{profile.samples} samples {every}"]
+        if profile.cpu_time is not None:
+            notes.append(f"{profile.cpu_time:.2f} s of CPU")
         if profile.decimated:
             notes.append("thinned out past the sample limit")
         if profile.throttled:
             notes.append("sampled less often to stay within the CPU budget")
-        lines = [f"Hottest lines since the threshold ({'; '.join(notes)}):"]
+        lines = []
+        if profile.states:
+            lines.append(f"Since the threshold: {verdict(dict(profile.states))}.")
+        lines.append(f"Hottest lines since the threshold ({'; '.join(notes)}):")
         for (filename, function, lineno), share in profile.hottest(n):
             lines.append(f'  {share:4.0%}  File "{filename}", line {lineno}, in {function}')
             source = linecache.getline(filename, lineno).strip()

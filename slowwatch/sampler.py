@@ -43,6 +43,7 @@ from slowwatch.capture import Stack, walk_coroutine, walk_frames
 from slowwatch.internal import InternalLog
 from slowwatch.profile import Profile, key_of
 from slowwatch.report import Snapshot
+from slowwatch.threadstate import ThreadProbe
 from slowwatch.watch import CLAIM, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
 
 #: Longest sleep of an idle monitor.
@@ -170,6 +171,8 @@ class Watchdog:
         with self._lock:
             claim.closed = True
             if claim.profile is not None and claim.final is None:
+                if claim.probe is not None and claim.probe.clock is not None:
+                    claim.profile.cpu_time = claim.probe.cpu_total
                 claim.final = claim.profile.frozen()
             return claim if claim.reported else None
 
@@ -283,12 +286,12 @@ class Watchdog:
         taken = self._clock()
         wall = self._wall_clock()
         try:
-            names = {t.ident: t.name for t in threading.enumerate()}
+            threads = {t.ident: t for t in threading.enumerate()}
             for key, watch in due:
                 with self._errors.guard("capturing a stack"):
                     thread_id = thread_of(key, watch)
                     stack = self._stack(key, frames.get(thread_id))
-                    self._report(key, watch, stack, taken, wall, names.get(thread_id, ""))
+                    self._report(key, watch, stack, taken, wall, threads.get(thread_id))
         finally:
             # Frames keep whole call chains (and their locals) alive.
             del frames
@@ -304,7 +307,13 @@ class Watchdog:
         return stack
 
     def _report(
-        self, key: object, watch: Watch, stack: Stack, taken: float, wall: float, thread: str
+        self,
+        key: object,
+        watch: Watch,
+        stack: Stack,
+        taken: float,
+        wall: float,
+        thread: threading.Thread | None,
     ) -> None:
         """Hand a snapshot on, unless its request finished while we looked.
 
@@ -316,6 +325,9 @@ class Watchdog:
         """
         started, threshold, subject = watch[STARTED], watch[THRESHOLD], watch[SUBJECT]
         info = self._describe(subject)
+        thread_id = thread_of(key, watch)
+        probe = ThreadProbe(thread_id, thread.native_id if thread is not None else None)
+        state = probe.sample(stack.frames, 0.0)
         with self._lock:
             claim = watch[CLAIM] = Claim(started, threshold)
             if self.active.get(key) is not watch or info is None:
@@ -326,7 +338,8 @@ class Watchdog:
             claim.info = info
             # From now on the request is sampled until it ends.
             claim.profile = Profile(self.sample_interval, self.max_samples)
-            claim.profile.add(key_of(stack.frames))
+            claim.profile.add(key_of(stack.frames), state)
+            claim.probe, claim.sampled_at = probe, taken
             self._sampled[key] = (watch, claim)
             self._next_sample = min(self._next_sample, taken + self._budget.interval)
             self._on_slow(
@@ -334,8 +347,8 @@ class Watchdog:
                     report_id=claim.report_id,
                     request=info,
                     pid=self._pid,
-                    thread_id=thread_of(key, watch),
-                    thread_name=thread,
+                    thread_id=thread_id,
+                    thread_name=thread.name if thread is not None else "",
                     started_at=wall - (taken - started),
                     threshold=threshold,
                     elapsed=taken - started,
@@ -348,20 +361,24 @@ class Watchdog:
         """One sample of every reported request still running, into its profile."""
         cpu = time.thread_time()
         frames = sys._current_frames()
-        taken: list[tuple[Claim, Any]] = []
+        taken: list[tuple[Claim, Any, str]] = []
         try:
             for key, (watch, claim) in list(self._sampled.items()):
                 if self.active.get(key) is not watch:
                     del self._sampled[key]  # it ended; its claim is closed
                     continue
                 stack = self._stack(key, frames.get(thread_of(key, watch)))
-                taken.append((claim, key_of(stack.frames)))
+                state = ""
+                if claim.probe is not None:
+                    state = claim.probe.sample(stack.frames, now - claim.sampled_at)
+                claim.sampled_at = now
+                taken.append((claim, key_of(stack.frames), state))
         finally:
             del frames
         with self._lock:
-            for claim, sample in taken:
+            for claim, sample, state in taken:
                 if not claim.closed and claim.profile is not None:
-                    claim.profile.add(sample)
+                    claim.profile.add(sample, state)
         if self._budget.spend(now, time.thread_time() - cpu):
             for _, claim in self._sampled.values():
                 if claim.profile is not None:

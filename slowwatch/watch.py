@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slowwatch.profile import FrozenProfile, Profile
+from slowwatch.threadstate import ThreadProbe
 
 #: A watch: ``[started, threshold, subject, claim]`` for a thread, keyed by its ident;
 #: ``[started, threshold, subject, claim, thread_id]`` for an asyncio task, keyed by
@@ -34,6 +35,9 @@ class Claim:
     report_id: str = ""
     info: Any = None
     profile: Profile | None = None
+    probe: ThreadProbe | None = None
+    #: Monotonic time of the last sample (monitor only).
+    sampled_at: float = 0.0
     closed: bool = False
     final: FrozenProfile | None = None
 

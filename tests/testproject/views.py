@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -115,3 +117,38 @@ def phases(request: HttpRequest) -> HttpResponse:
     phase_one(float(request.GET.get("a", "1")))
     phase_two(float(request.GET.get("b", "1")))
     return JsonResponse({"pid": os.getpid()})
+
+
+_held = threading.Lock()
+
+
+def locked(request: HttpRequest) -> HttpResponse:
+    """Waits for a lock another thread holds for ``s`` seconds."""
+    seconds = _seconds(request)
+    holding = threading.Event()
+
+    def hold() -> None:
+        with _held:
+            holding.set()
+            time.sleep(seconds)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(5)
+    with _held:  # the waiting line
+        pass
+    holder.join()
+    return JsonResponse({"pid": os.getpid()})
+
+
+def slow_sql(request: HttpRequest) -> HttpResponse:
+    """A recursive CTE that keeps SQLite busy for a while."""
+    rows = int(request.GET.get("rows", "3000000"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s) "
+            "SELECT count(*) FROM n",
+            [rows],
+        )
+        (count,) = cursor.fetchone()
+    return JsonResponse({"pid": os.getpid(), "count": count})

@@ -1,0 +1,189 @@
+"""Is the slow request burning CPU, or waiting, and on what?
+
+At every sample the monitor asks two cheap questions about the serving thread:
+
+* how much CPU it used since the last sample (its own CPU clock, from
+  ``time.pthread_getcpuclockid``: about 0.2 µs);
+* on Linux, which system call it is blocked in, from the thread's procfs
+  ``syscall`` entry (``running`` when it is on a CPU);
+* how much CPU the rest of the process used meanwhile: a thread blocked on a
+  futex while the others keep a core busy is waiting for the GIL, not for a
+  lock of its own.
+
+Together with the innermost Python frames (database driver? ``threading``
+lock?) that gives each sample a category. Where neither source exists the
+sample is classified from the frames alone.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+
+from slowwatch.capture import Frame
+
+CPU, DB, IO, SLEEP, LOCK, GIL, OTHER = "cpu", "db", "io", "sleep", "lock", "gil", "other"
+
+#: How a verdict names each category.
+LABELS = {
+    CPU: "on CPU",
+    DB: "in the database",
+    IO: "waiting on other I/O",
+    SLEEP: "sleeping",
+    LOCK: "waiting on a lock",
+    GIL: "waiting for the GIL",
+    OTHER: "waiting",
+}
+
+DB_MODULES = (
+    "django.db.backends",
+    "sqlite3",
+    "psycopg",
+    "psycopg2",
+    "MySQLdb",
+    "pymysql",
+    "oracledb",
+    "cx_Oracle",
+    "mysql.connector",
+)
+LOCK_MODULES = ("threading", "queue", "asyncio.locks", "multiprocessing.synchronize")
+
+_SYSCALLS = {
+    # name: (x86_64, aarch64)
+    "read": (0, 63),
+    "poll": (7, None),
+    "select": (23, None),
+    "nanosleep": (35, 101),
+    "connect": (42, 203),
+    "accept": (43, 202),
+    "sendto": (44, 206),
+    "recvfrom": (45, 207),
+    "recvmsg": (47, 212),
+    "wait4": (61, 260),
+    "futex": (202, 98),
+    "clock_nanosleep": (230, 115),
+    "epoll_wait": (232, None),
+    "pselect6": (270, 72),
+    "ppoll": (271, 73),
+    "epoll_pwait": (281, 22),
+    "accept4": (288, 242),
+}
+_ARCH = {"x86_64": 0, "amd64": 0, "aarch64": 1, "arm64": 1}.get(platform.machine().lower())
+SYSCALLS: dict[int, str] = {}
+if _ARCH is not None:
+    for _name, _numbers in _SYSCALLS.items():
+        _number = _numbers[_ARCH]
+        if _number is not None:
+            SYSCALLS[_number] = _name
+SLEEP_CALLS = {"nanosleep", "clock_nanosleep"}
+IO_CALLS = {"read", "poll", "select", "connect", "accept", "accept4", "sendto", "recvfrom"}
+IO_CALLS |= {"recvmsg", "epoll_wait", "epoll_pwait", "pselect6", "ppoll", "wait4"}
+
+
+class ThreadProbe:
+    """Per-thread CPU clock and procfs entry of one serving thread."""
+
+    def __init__(self, thread_id: int, native_id: int | None) -> None:
+        self.clock: int | None = None
+        getcpuclockid = getattr(time, "pthread_getcpuclockid", None)
+        if getcpuclockid is not None:
+            try:
+                self.clock = getcpuclockid(thread_id)
+            except OSError:
+                self.clock = None
+        self.syscall_path = (
+            f"/proc/{os.getpid()}/task/{native_id}/syscall"
+            if native_id is not None and SYSCALLS
+            else None
+        )
+        self.cpu_total = 0.0
+        self._last_cpu = self.cpu()
+        self._last_process = time.process_time()
+
+    def cpu(self) -> float | None:
+        if self.clock is None:
+            return None
+        try:
+            return time.clock_gettime(self.clock)
+        except OSError:  # the thread is gone
+            self.clock = None
+            return None
+
+    def syscall(self) -> str | None:
+        """``running``, the name of the blocking system call, ``other``, or None."""
+        if self.syscall_path is None:
+            return None
+        try:
+            with open(self.syscall_path, "rb") as entry:
+                first = entry.read(32).split(b" ", 1)[0]
+        except OSError:
+            self.syscall_path = None
+            return None
+        if first == b"running":
+            return "running"
+        try:
+            return SYSCALLS.get(int(first), "other")
+        except ValueError:
+            return None
+
+    def sample(self, frames: Sequence[Frame], wall_delta: float) -> str:
+        """The category of this sample; also adds to :attr:`cpu_total`."""
+        now, process = self.cpu(), time.process_time()
+        cpu_delta = None
+        if now is not None and self._last_cpu is not None:
+            cpu_delta = max(0.0, now - self._last_cpu)
+            self.cpu_total += cpu_delta
+        others = None
+        if wall_delta > 0:
+            others = (process - self._last_process - (cpu_delta or 0.0)) / wall_delta
+        self._last_cpu, self._last_process = now, process
+        return classify(frames, self.syscall(), cpu_delta, wall_delta, others)
+
+
+def _in(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def classify(
+    frames: Sequence[Frame],
+    syscall: str | None,
+    cpu_delta: float | None,
+    wall_delta: float,
+    others: float | None = None,
+) -> str:
+    """The category of one sample.
+
+    ``others`` is the CPU the rest of the process used over the interval, in
+    cores (None when unknown).
+    """
+    top = frames[-3:]
+    if any(_in(f.module, DB_MODULES) for f in top):
+        # In-process databases (SQLite) do their work on this thread: still the DB.
+        return DB
+    busy = syscall == "running" or (
+        syscall is None and cpu_delta is not None and wall_delta > 0 and cpu_delta > wall_delta / 2
+    )
+    if busy:
+        return CPU
+    if syscall in SLEEP_CALLS:
+        return SLEEP
+    if frames and _in(frames[-1].module, LOCK_MODULES):
+        return LOCK
+    if syscall == "futex":
+        # A futex with plain code on top: a C-level lock (``with lock:``), or
+        # the GIL when the rest of the process is keeping a core busy.
+        return GIL if others is not None and others > 0.5 else LOCK
+    if syscall in IO_CALLS:
+        return IO
+    return OTHER
+
+
+def verdict(states: dict[str, float]) -> str:
+    """``"80 % in the database, 20 % on CPU"``, largest share first."""
+    total = sum(states.values())
+    if not total:
+        return ""
+    parts = sorted(states.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{share / total:.0%} {LABELS.get(name, name)}" for name, share in parts)

@@ -1,0 +1,108 @@
+"""Telling CPU from waiting: the classifier, and real threads doing each."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.test import Client
+
+from slowwatch import runtime
+from slowwatch.capture import Frame
+from slowwatch.threadstate import (
+    CPU,
+    DB,
+    GIL,
+    IO,
+    LOCK,
+    OTHER,
+    SLEEP,
+    SYSCALLS,
+    ThreadProbe,
+    classify,
+    verdict,
+)
+
+VIEW = Frame("/app/views.py", 10, "view", "app.views")
+DB_FRAME = Frame("/site/django/db/backends/utils.py", 105, "_execute", "django.db.backends.utils")
+LOCK_FRAME = Frame("/usr/lib/python3/threading.py", 320, "Condition.wait", "threading")
+
+
+@pytest.mark.parametrize(
+    ("frames", "syscall", "cpu", "others", "expected"),
+    [
+        ([VIEW, DB_FRAME], "recvfrom", 0.0, 0.0, DB),
+        ([VIEW, DB_FRAME], "running", 0.05, 0.0, DB),  # SQLite works on this very thread
+        ([VIEW], "running", 0.05, 0.0, CPU),
+        ([VIEW], "nanosleep", 0.0, 0.0, SLEEP),
+        ([VIEW], "clock_nanosleep", 0.0, 0.0, SLEEP),
+        ([VIEW, LOCK_FRAME], "futex", 0.0, 1.0, LOCK),
+        ([VIEW], "futex", 0.0, 0.0, LOCK),  # `with lock:` is C code: no frame of its own
+        ([VIEW], "futex", 0.0, 0.9, GIL),  # ...unless other threads keep a core busy
+        ([VIEW], "recvfrom", 0.0, 0.0, IO),
+        ([VIEW], "epoll_wait", 0.0, 0.0, IO),
+        ([VIEW], None, 0.049, None, CPU),  # no procfs: the CPU clock decides
+        ([VIEW], None, 0.0, None, OTHER),
+        ([VIEW, LOCK_FRAME], None, 0.0, None, LOCK),
+    ],
+)
+def test_classify(frames, syscall, cpu, others, expected):
+    assert classify(frames, syscall, cpu, 0.05, others) == expected
+
+
+def test_verdict_orders_shares():
+    assert verdict({"cpu": 2, "db": 8}) == "80% in the database, 20% on CPU"
+    assert verdict({}) == ""
+
+
+@pytest.mark.skipif(not SYSCALLS, reason="procfs syscall numbers known for x86_64 and aarch64")
+def test_probe_of_a_real_sleeping_and_a_real_spinning_thread():
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    sleeper = threading.Thread(target=stop.wait, args=(10,))
+    spinner = threading.Thread(target=spin)
+    sleeper.start()
+    spinner.start()
+    try:
+        time.sleep(0.05)
+        asleep = ThreadProbe(sleeper.ident or 0, sleeper.native_id)
+        busy = ThreadProbe(spinner.ident or 0, spinner.native_id)
+        assert asleep.syscall() == "futex"  # Event.wait is a lock wait
+        time.sleep(0.2)
+        assert asleep.sample([LOCK_FRAME], 0.2) == LOCK
+        busy_states = {busy.sample([VIEW], 0.2) for _ in range(5)}
+        assert CPU in busy_states or GIL in busy_states
+        assert busy.cpu_total > asleep.cpu_total
+    finally:
+        stop.set()
+        sleeper.join(5)
+        spinner.join(5)
+
+
+def finished(collected):
+    runtime.dispatcher().flush(5)
+    return [r for r in collected.reports if r.kind == "finished"]
+
+
+@pytest.mark.parametrize(
+    ("path", "state"),
+    [
+        ("/sleep/?s=1", SLEEP),
+        ("/cpu/?s=1", CPU),
+        ("/locked/?s=1", LOCK),
+        ("/slow-sql/?rows=3000000", DB),
+    ],
+)
+@pytest.mark.django_db
+def test_each_kind_of_slow_gets_its_verdict(collected, path, state):
+    assert Client().get(path).status_code == 200
+    [done] = finished(collected)
+    assert done.profile is not None
+    states = dict(done.profile.states)
+    assert max(states, key=states.__getitem__) == state, states
+    assert done.profile.cpu_time is not None
