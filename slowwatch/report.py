@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slowwatch.capture import Frame, Stack
+from slowwatch.process import describe as describe_process
+from slowwatch.process import figures as process_figures
 from slowwatch.profile import FrozenProfile
 from slowwatch.redact import redact_url
 from slowwatch.threadstate import verdict
@@ -116,6 +118,8 @@ class Report:
     exception: str = ""
     #: The samples taken from the threshold to the end (``finished`` only).
     profile: FrozenProfile | None = None
+    #: psutil's figures for the whole process when the report was built.
+    process: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -180,7 +184,9 @@ class Report:
 
     def text(self) -> str:
         if self.kind == "slow":
-            return f"{self.summary()}\n{self.traceback()}"
+            figures = describe_process(self.process)
+            process = f"\nProcess: {figures}" if figures else ""
+            return f"{self.summary()}{process}\n{self.traceback()}"
         hottest = self.hottest()
         return f"{self.summary()}\n{hottest}" if hottest else self.summary()
 
@@ -202,6 +208,7 @@ class Report:
                 "pid": self.pid,
                 "thread_id": self.thread_id,
                 "thread_name": self.thread_name,
+                **({"figures": self.process} if self.process else {}),
             },
             "timing": {
                 "started_at": self.started_at,
@@ -266,6 +273,7 @@ def build_report(event: Snapshot | Finished) -> Report:
             frames=_source(event.stack.frames),
             hidden_frames=event.stack.hidden,
             truncated_frames=event.stack.truncated,
+            process=process_figures(),
             **common,
         )
     return Report(

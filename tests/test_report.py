@@ -30,12 +30,13 @@ def test_slow_report_text_is_a_summary_line_then_a_traceback():
     assert "running for 0.51 s, threshold 0.5 s, pid 42, thread worker-1 (7)" in first
     assert "taken 12 ms after the deadline" in first
     assert "hunter2" not in text
+    assert rest[0].startswith("Process: RSS ")
     assert (
-        rest[0]
+        rest[1]
         == "Stack of the request (most recent call last; 12 server frames above slowwatch hidden):"
     )
-    assert rest[1] == f'  File "{__file__}", line 9, in somewhere'
-    assert rest[2] == '    def snapshot(path: str = "/orders/", query: str = "") -> Snapshot:'
+    assert rest[2] == f'  File "{__file__}", line 9, in somewhere'
+    assert rest[3] == '    def snapshot(path: str = "/orders/", query: str = "") -> Snapshot:'
 
 
 def test_crlf_in_a_path_cannot_start_a_new_log_line():
@@ -75,3 +76,12 @@ def test_finished_report():
     assert report.kind == "finished"
     assert report.text() == "Slow request finished: POST /pay/ -> 502 in 3.25 s (threshold 0.5 s)"
     assert report.to_dict()["outcome"] == {"status_code": 502, "exception": ""}
+
+
+def test_slow_report_carries_process_figures():
+    report = build_report(snapshot())
+    figures = report.process
+    assert figures["rss"] > 1_000_000 and figures["threads"] >= 1
+    assert set(figures["ctx_switches"]) == {"voluntary", "involuntary"}
+    assert "Process: RSS " in report.text().splitlines()[1]
+    assert report.to_dict()["process"]["figures"] == figures
