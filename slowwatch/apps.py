@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 
 
 class SlowWatchConfig(AppConfig):
@@ -14,3 +15,16 @@ class SlowWatchConfig(AppConfig):
 
         checks.register(check_settings)
         checks.register(check_middleware)
+
+        from slowwatch.conf import settings
+
+        try:
+            enabled = settings.enabled
+        except ImproperlyConfigured:
+            return  # the checks and the middleware say why
+        if enabled:
+            # Installs a wrapper on each database connection as it opens; a
+            # signal receiver, no thread.
+            from slowwatch.sql import connect
+
+            connect()

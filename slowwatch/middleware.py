@@ -21,7 +21,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from slowwatch import runtime
 from slowwatch.conf import EXEMPT, settings
 from slowwatch.sampler import STALE_AFTER
-from slowwatch.watch import CLAIM
+from slowwatch.watch import CLAIM, SQL
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponseBase
@@ -113,9 +113,11 @@ class SlowWatchMiddleware:
             response = self.get_response(request)
         finally:
             # Our watch, or the copy a per-view rule filed in its place.
-            claim = active.pop(key, watch)[CLAIM]
+            filed = active.pop(key, watch)
+            claim = filed[CLAIM]
             if claim is not None and self.watchdog.settle(claim) is not None:
-                runtime.finished(claim, response, sys.exc_info()[1])
+                stats = filed[SQL] if len(filed) > SQL else None
+                runtime.finished(claim, response, sys.exc_info()[1], stats)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:

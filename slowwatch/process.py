@@ -4,36 +4,52 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any
 
 import psutil
 
 _handle: psutil.Process | None = None
+#: (monotonic time, process CPU seconds) at the previous call.
+_last: tuple[float, float] | None = None
 
 
 def _process() -> psutil.Process:
-    global _handle
+    global _handle, _last
     # A handle made before a fork would describe the parent: make one per pid.
     if _handle is None or _handle.pid != os.getpid():
         _handle = psutil.Process()
-        _handle.cpu_percent(None)  # starts the measuring window
+        _last = None
     return _handle
 
 
-def figures() -> dict[str, Any]:
-    """RSS, open files, threads, context switches, CPU % and load, or {} on failure.
+def _cpu_percent(cpu_seconds: float) -> float | None:
+    """Process CPU use since the previous report, in % of one core (None at first)."""
+    global _last
+    now = time.monotonic()
+    previous, _last = _last, (now, cpu_seconds)
+    if previous is None or now - previous[0] < 0.5:
+        return None
+    return 100 * (cpu_seconds - previous[1]) / (now - previous[0])
 
-    ``cpu_percent`` is the process's CPU use since the previous call in this
-    process (psutil's own bookkeeping), in % of one core.
+
+def figures() -> dict[str, Any]:
+    """RSS, open files, threads, context switches, CPU and load, or {} on failure.
+
+    ``cpu_seconds`` is the process's CPU time so far; ``cpu_percent`` its CPU
+    use since the previous report in this process, in % of one core (None for
+    the first report, or one less than half a second after the previous).
     """
     try:
         process = _process()
         with process.oneshot():
+            times = process.cpu_times()
             found: dict[str, Any] = {
                 "rss": process.memory_info().rss,
                 "threads": process.num_threads(),
-                "cpu_percent": process.cpu_percent(None),
+                "cpu_seconds": round(times.user + times.system, 3),
             }
+            found["cpu_percent"] = _cpu_percent(found["cpu_seconds"])
             switches = process.num_ctx_switches()
             found["ctx_switches"] = {
                 "voluntary": switches.voluntary,
@@ -55,7 +71,8 @@ def describe(found: dict[str, Any]) -> str:
     parts = [f"RSS {found['rss'] / 1e6:.1f} MB", f"{found['threads']} threads"]
     if "open_fds" in found:
         parts.append(f"{found['open_fds']} open files")
-    parts.append(f"CPU {found['cpu_percent']:.0f}%")
+    if found.get("cpu_percent") is not None:
+        parts.append(f"CPU {found['cpu_percent']:.0f}% since the last report")
     if "load" in found:
         parts.append(f"load {found['load'][0]}")
     return ", ".join(parts)

@@ -56,6 +56,7 @@ class Snapshot:
     elapsed: float
     late_by: float
     stack: Stack
+    sql: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class Finished:
     status_code: int | None = None
     exception: str = ""
     profile: FrozenProfile | None = None
+    sql: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,8 @@ class Report:
     profile: FrozenProfile | None = None
     #: psutil's figures for the whole process when the report was built.
     process: dict[str, Any] = field(default_factory=dict)
+    #: Queries: count and time; in flight (``slow``); slowest and repeated (``finished``).
+    sql: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -186,9 +190,30 @@ class Report:
         if self.kind == "slow":
             figures = describe_process(self.process)
             process = f"\nProcess: {figures}" if figures else ""
-            return f"{self.summary()}{process}\n{self.traceback()}"
+            return f"{self.summary()}{self.sql_text()}{process}\n{self.traceback()}"
         hottest = self.hottest()
-        return f"{self.summary()}\n{hottest}" if hottest else self.summary()
+        text = self.summary() + self.sql_text()
+        return f"{text}\n{hottest}" if hottest else text
+
+    def sql_text(self) -> str:
+        """Lines about the database, each starting with a newline ("" when none)."""
+        sql = self.sql
+        if not sql or not sql.get("count") and not sql.get("in_flight"):
+            return ""
+        lines = [f"SQL: {sql['count']} queries, {sql['time']:.2f} s"]
+        current = sql.get("in_flight")
+        if current:
+            lines.append(
+                f"In flight: {_cut(current['sql'])} ({current['alias']}) "
+                f"for {current['elapsed']:.1f} s"
+            )
+        for query in sql.get("in_flight_seen", [])[:3]:
+            lines.append(f"Seen in flight for {query['elapsed']:.1f} s: {_cut(query['sql'])}")
+        for query in sql.get("slowest", [])[:3]:
+            lines.append(f"Slowest {query['slowest']:.2f} s: {_cut(query['sql'])}")
+        for query in sql.get("repeated", [])[:3]:
+            lines.append(f"Repeated x{query['count']} (N+1?): {_cut(query['sql'])}")
+        return "".join(f"\n{line}" for line in lines)
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON form (see ``docs/report.rst``)."""
@@ -223,8 +248,14 @@ class Report:
             },
             "outcome": {"status_code": self.status_code, "exception": self.exception},
             **({"profile": self.profile.to_dict()} if self.profile is not None else {}),
+            **({"sql": self.sql} if self.sql else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
+
+
+def _cut(sql: str, limit: int = 160) -> str:
+    sql = _one_line(sql)
+    return sql if len(sql) <= limit else sql[: limit - 1] + "…"
 
 
 def _one_line(text: str) -> str:
@@ -274,6 +305,7 @@ def build_report(event: Snapshot | Finished) -> Report:
             hidden_frames=event.stack.hidden,
             truncated_frames=event.stack.truncated,
             process=process_figures(),
+            sql=event.sql,
             **common,
         )
     return Report(
@@ -283,5 +315,6 @@ def build_report(event: Snapshot | Finished) -> Report:
         status_code=event.status_code,
         exception=event.exception,
         profile=event.profile,
+        sql=event.sql,
         **common,
     )

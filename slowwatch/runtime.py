@@ -24,6 +24,7 @@ from slowwatch.dispatch import Dispatcher
 from slowwatch.internal import InternalLog
 from slowwatch.report import Finished, RequestInfo, Snapshot, build_report
 from slowwatch.sampler import Watchdog
+from slowwatch.sqlstats import SqlStats
 from slowwatch.watch import Claim
 
 if TYPE_CHECKING:
@@ -91,10 +92,19 @@ def watchdog() -> Watchdog:
     return _watchdog
 
 
-def finished(claim: Claim, response: HttpResponseBase | None, exc: BaseException | None) -> None:
+def finished(
+    claim: Claim,
+    response: HttpResponseBase | None,
+    exc: BaseException | None,
+    stats: SqlStats | None = None,
+) -> None:
     """Send the ``finished`` transition of a reported request (request thread)."""
     with errors.guard("reporting a finished request"):
         duration = time.monotonic() - claim.started
+        sql: dict[str, Any] = {}
+        if stats is not None:
+            seen = sorted(claim.inflight.values(), key=lambda q: -q["elapsed"])
+            sql = {**stats.summary(), "in_flight_seen": seen[:5]}
         dispatcher().submit(
             Finished(
                 report_id=claim.report_id,
@@ -107,6 +117,7 @@ def finished(claim: Claim, response: HttpResponseBase | None, exc: BaseException
                 status_code=getattr(response, "status_code", None),
                 exception=type(exc).__qualname__ if exc is not None else "",
                 profile=claim.final,
+                sql=sql,
             )
         )
 

@@ -43,8 +43,9 @@ from slowwatch.capture import Stack, walk_coroutine, walk_frames
 from slowwatch.internal import InternalLog
 from slowwatch.profile import Profile, key_of
 from slowwatch.report import Snapshot
+from slowwatch.sqlstats import in_flight
 from slowwatch.threadstate import ThreadProbe
-from slowwatch.watch import CLAIM, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
+from slowwatch.watch import CLAIM, SQL, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
 
 #: Longest sleep of an idle monitor.
 MAX_TICK = 1.0
@@ -139,7 +140,7 @@ class Watchdog:
         if task is None:
             key, watch = ident, [now, threshold, subject, None]
         else:
-            key, watch = task, [now, threshold, subject, None, ident]
+            key, watch = task, [now, threshold, subject, None, None, ident]
         if self.active.setdefault(key, watch) is not watch:
             return None
         if now - self.beat > STALE_AFTER:
@@ -354,6 +355,7 @@ class Watchdog:
                     elapsed=taken - started,
                     late_by=max(0.0, taken - (started + threshold)),
                     stack=stack,
+                    sql=self._sql(watch, taken),
                 )
             )
 
@@ -361,7 +363,7 @@ class Watchdog:
         """One sample of every reported request still running, into its profile."""
         cpu = time.thread_time()
         frames = sys._current_frames()
-        taken: list[tuple[Claim, Any, str]] = []
+        taken: list[tuple[Claim, Any, str, Any]] = []
         try:
             for key, (watch, claim) in list(self._sampled.items()):
                 if self.active.get(key) is not watch:
@@ -372,15 +374,28 @@ class Watchdog:
                 if claim.probe is not None:
                     state = claim.probe.sample(stack.frames, now - claim.sampled_at)
                 claim.sampled_at = now
-                taken.append((claim, key_of(stack.frames), state))
+                query = in_flight(watch[SQL] if len(watch) > SQL else None, now)
+                taken.append((claim, key_of(stack.frames), state, query))
         finally:
             del frames
         with self._lock:
-            for claim, sample, state in taken:
-                if not claim.closed and claim.profile is not None:
-                    claim.profile.add(sample, state)
+            for claim, sample, state, query in taken:
+                if claim.closed or claim.profile is None:
+                    continue
+                claim.profile.add(sample, state)
+                if query is not None:
+                    seen = claim.inflight.get(query["sql"])
+                    if seen is None or seen["elapsed"] < query["elapsed"]:
+                        claim.inflight[query["sql"]] = query
         if self._budget.spend(now, time.thread_time() - cpu):
             for _, claim in self._sampled.values():
                 if claim.profile is not None:
                     claim.profile.throttled = True
         self._next_sample = now + self._budget.interval if self._sampled else float("inf")
+
+    def _sql(self, watch: Watch, now: float) -> dict[str, Any]:
+        """Queries so far and the one in flight, read from the request thread's stats."""
+        stats = watch[SQL] if len(watch) > SQL else None
+        if stats is None:
+            return {}
+        return {"count": stats.count, "time": stats.time, "in_flight": in_flight(stats, now)}

@@ -7,17 +7,18 @@ These names say what its items are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from slowwatch.profile import FrozenProfile, Profile
 from slowwatch.threadstate import ThreadProbe
 
-#: A watch: ``[started, threshold, subject, claim]`` for a thread, keyed by its ident;
-#: ``[started, threshold, subject, claim, thread_id]`` for an asyncio task, keyed by
-#: the task. ``claim`` is None until the monitor takes the watch up.
+#: A watch: ``[started, threshold, subject, claim]`` for a thread, keyed by its
+#: ident (the request thread may append its SQL stats); ``[started, threshold,
+#: subject, claim, sql, thread_id]`` for an asyncio task, keyed by the task.
+#: ``claim`` is None until the monitor takes the watch up.
 Watch = list[Any]
-STARTED, THRESHOLD, SUBJECT, CLAIM, THREAD = range(5)
+STARTED, THRESHOLD, SUBJECT, CLAIM, SQL, THREAD = range(6)
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Claim:
     info: Any = None
     profile: Profile | None = None
     probe: ThreadProbe | None = None
+    #: Longest time each statement was seen in flight by a sample (monitor only).
+    inflight: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Monotonic time of the last sample (monitor only).
     sampled_at: float = 0.0
     closed: bool = False

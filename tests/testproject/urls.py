@@ -14,6 +14,7 @@ urlpatterns = [
     path("phases/", views.phases, name="phases"),
     path("locked/", views.locked, name="locked"),
     path("slow-sql/", views.slow_sql, name="slow-sql"),
+    path("n-plus-one/", views.n_plus_one, name="n-plus-one"),
     path("exempt/", views.exempt, name="exempt"),
     path("patient/", views.patient, name="patient"),
     path("impatient/", views.impatient, name="impatient"),

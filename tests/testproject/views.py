@@ -152,3 +152,12 @@ def slow_sql(request: HttpRequest) -> HttpResponse:
         )
         (count,) = cursor.fetchone()
     return JsonResponse({"pid": os.getpid(), "count": count})
+
+
+def n_plus_one(request: HttpRequest) -> HttpResponse:
+    """Slow first, then the same small query many times over."""
+    time.sleep(_seconds(request, 0.5))
+    with connection.cursor() as cursor:
+        for i in range(12):
+            cursor.execute("SELECT %s", [i])
+    return JsonResponse({"pid": os.getpid()})
