@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "HIDE_SERVER_FRAMES": True,
     "SAMPLE_INTERVAL": 0.05,
     "MAX_SAMPLES": 12_000,
+    "ESCALATIONS": [],
 }
 
 #: Marks a request that is not watched at all.
@@ -144,6 +145,18 @@ def validate(raw: object) -> list[Problem]:
                 "SLOWWATCH['SAMPLE_INTERVAL'] must be a number of seconds above 0 and at "
                 f"most 10, not {raw.get('SAMPLE_INTERVAL')!r}.",
                 "The default, 0.05, samples a slow request 20 times a second.",
+            )
+        )
+    escalations = raw.get("ESCALATIONS", [])
+    if not isinstance(escalations, (list, tuple)) or not all(
+        (positive_seconds(x) or 0) > 1 for x in escalations
+    ):
+        problems.append(
+            Problem(
+                "slowwatch.E013",
+                "SLOWWATCH['ESCALATIONS'] must be a list of numbers above 1, "
+                f"not {escalations!r}.",
+                "Multiples of the threshold, e.g. [2, 4]: a 'still slow' report at 2x and 4x.",
             )
         )
     return problems
@@ -289,6 +302,10 @@ class Settings:
     @property
     def max_samples(self) -> int:
         return int(self.values["MAX_SAMPLES"])
+
+    @property
+    def escalations(self) -> tuple[float, ...]:
+        return tuple(float(x) for x in self.values["ESCALATIONS"])
 
     @property
     def hide_server_frames(self) -> bool:

@@ -2,7 +2,9 @@
 
 Producers (the monitor thread, and a request thread finishing a reported
 request) call :meth:`Dispatcher.submit`, which never blocks: when the queue is
-full the item is dropped and counted. The reporter thread, started on the
+full the item is dropped and counted, and ``on_drop`` may turn it into a
+small notice that is delivered as soon as there is room (so that a reporter
+learns a report is missing rather than never hearing of it). The reporter thread, started on the
 first submit in each process, hands items to ``deliver`` one by one; whatever
 ``deliver`` raises is logged through :class:`~slowwatch.internal.InternalLog`.
 At interpreter exit pending items get at most ``exit_timeout`` seconds.
@@ -32,8 +34,10 @@ class Dispatcher(Generic[T]):
         maxsize: int = 100,
         errors: InternalLog | None = None,
         exit_timeout: float = 2.0,
+        on_drop: Callable[[T], T | None] | None = None,
     ) -> None:
         self._deliver = deliver
+        self._on_drop = on_drop
         self.maxsize = maxsize
         self.exit_timeout = exit_timeout
         self._errors = errors or InternalLog()
@@ -54,6 +58,8 @@ class Dispatcher(Generic[T]):
         self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
         self._items: deque[T] = deque()
+        #: Notices of dropped items, delivered first; bounded, overflow only counted.
+        self._lost: deque[T] = deque(maxlen=self.maxsize)
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -74,6 +80,9 @@ class Dispatcher(Generic[T]):
                 self._cond.notify()
             if dropped:
                 self.counts[f"dropped:{dropped}"] += 1
+                notice = self._on_drop(item) if self._on_drop is not None else None
+                if notice is not None and dropped == "queue_full":
+                    self._lost.append(notice)
         if dropped:
             self._warn_drop(dropped, 1)
             return False
@@ -110,11 +119,14 @@ class Dispatcher(Generic[T]):
         cond = self._cond
         while True:
             with cond:
-                while not self._items and not self._stopping:
+                while not self._items and not self._lost and not self._stopping:
                     cond.wait()
-                if not self._items:
+                if self._lost:
+                    item = self._lost.popleft()
+                elif self._items:
+                    item = self._items.popleft()
+                else:
                     return
-                item = self._items.popleft()
                 self._busy = True
             try:
                 with self._errors.guard("delivering a report"):
@@ -127,14 +139,16 @@ class Dispatcher(Generic[T]):
 
     def pending(self) -> int:
         with self._cond:
-            return len(self._items) + int(self._busy)
+            return len(self._items) + len(self._lost) + int(self._busy)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued was delivered; False on timeout."""
         if self._thread is None:
             return not self._items
         with self._cond:
-            return self._cond.wait_for(lambda: not self._items and not self._busy, timeout)
+            return self._cond.wait_for(
+                lambda: not self._items and not self._lost and not self._busy, timeout
+            )
 
     def stop(self, timeout: float = 2.0) -> None:
         """Deliver what is queued within ``timeout``, drop the rest, end the thread."""
@@ -144,6 +158,7 @@ class Dispatcher(Generic[T]):
             self._stopping = True
             left = len(self._items)
             self._items.clear()
+            self._lost.clear()
             self.counts["dropped:shutdown"] += left
             self._cond.notify_all()
         if left:

@@ -46,6 +46,9 @@ class RequestInfo:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """A stack taken by the monitor: ``slow``, ``still_slow`` or ``killed``."""
+
+    kind: str
     report_id: str
     request: RequestInfo
     pid: int
@@ -75,6 +78,17 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
+class Lost:
+    """A report that was dropped (the queue was full): said as soon as possible."""
+
+    report_id: str
+    request: RequestInfo
+    pid: int
+    dropped: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SourceFrame:
     filename: str
     lineno: int
@@ -96,7 +110,7 @@ class SourceFrame:
 class Report:
     """A transition of one slow request, as reporters receive it."""
 
-    kind: Literal["slow", "finished"]
+    kind: Literal["slow", "still_slow", "killed", "finished", "lost"]
     id: str
     method: str
     url: str
@@ -131,6 +145,22 @@ class Report:
         if len(url) > SUMMARY_PATH_MAX:
             url = url[: SUMMARY_PATH_MAX - 1] + "…"
         view = f" ({self.view})" if self.view else ""
+        if self.kind == "lost":
+            return (
+                f"Report lost: the '{self.extra.get('dropped')}' report of {self.method} {url}"
+                f"{view} was dropped ({self.extra.get('reason')})"
+            )
+        if self.kind == "still_slow":
+            return (
+                f"Still slow: {self.method} {url}{view} running for {self.elapsed:.2f} s "
+                f"(threshold {self.threshold:g} s)"
+            )
+        if self.kind == "killed":
+            return (
+                f"Killed: {self.method} {url}{view} was still running after "
+                f"{self.elapsed:.2f} s when its worker was terminated "
+                f"(threshold {self.threshold:g} s)"
+            )
         if self.kind == "finished":
             outcome = self.exception or (str(self.status_code) if self.status_code else "?")
             return (
@@ -187,7 +217,9 @@ class Report:
         return "\n".join(lines)
 
     def text(self) -> str:
-        if self.kind == "slow":
+        if self.kind == "lost":
+            return self.summary()
+        if self.kind != "finished":
             figures = describe_process(self.process)
             process = f"\nProcess: {figures}" if figures else ""
             return f"{self.summary()}{self.sql_text()}{process}\n{self.traceback()}"
@@ -279,7 +311,7 @@ def _source(frames: tuple[Frame, ...]) -> tuple[SourceFrame, ...]:
 _HOSTNAME = socket.gethostname()
 
 
-def build_report(event: Snapshot | Finished) -> Report:
+def build_report(event: Snapshot | Finished | Lost) -> Report:
     """Redact and format a raw record. Runs on the reporter thread."""
     req = event.request
     common: dict[str, Any] = {
@@ -291,13 +323,24 @@ def build_report(event: Snapshot | Finished) -> Report:
         "host": _one_line(req.host),
         "hostname": _HOSTNAME,
         "pid": event.pid or os.getpid(),
-        "thread_id": event.thread_id,
-        "started_at": event.started_at,
-        "threshold": event.threshold,
     }
+    if isinstance(event, Lost):
+        return Report(
+            kind="lost",
+            thread_id=0,
+            thread_name="",
+            started_at=0.0,
+            threshold=0.0,
+            elapsed=0.0,
+            extra={"dropped": event.dropped, "reason": event.reason},
+            **common,
+        )
+    common["thread_id"] = event.thread_id
+    common["started_at"] = event.started_at
+    common["threshold"] = event.threshold
     if isinstance(event, Snapshot):
         return Report(
-            kind="slow",
+            kind=event.kind,  # type: ignore[arg-type]
             thread_name=event.thread_name,
             elapsed=event.elapsed,
             late_by=event.late_by,

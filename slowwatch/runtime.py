@@ -22,7 +22,7 @@ from django.utils.module_loading import import_string
 from slowwatch.conf import settings
 from slowwatch.dispatch import Dispatcher
 from slowwatch.internal import InternalLog
-from slowwatch.report import Finished, RequestInfo, Snapshot, build_report
+from slowwatch.report import Finished, Lost, RequestInfo, Snapshot, build_report
 from slowwatch.sampler import Watchdog
 from slowwatch.sqlstats import SqlStats
 from slowwatch.watch import Claim
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 errors = InternalLog()
 _lock = threading.Lock()
 _watchdog: Watchdog | None = None
-_dispatcher: Dispatcher[Snapshot | Finished] | None = None
+_dispatcher: Dispatcher[Snapshot | Finished | Lost] | None = None
 _reporters: list[Reporter] | None = None
 
 
@@ -67,12 +67,22 @@ def describe(request: Any) -> RequestInfo | None:
     )
 
 
-def dispatcher() -> Dispatcher[Snapshot | Finished]:
+def lost(event: Snapshot | Finished | Lost) -> Lost | None:
+    """The notice that replaces a dropped report."""
+    if isinstance(event, Lost):
+        return None
+    dropped = event.kind if isinstance(event, Snapshot) else "finished"
+    return Lost(event.report_id, event.request, event.pid, dropped, "queue_full")
+
+
+def dispatcher() -> Dispatcher[Snapshot | Finished | Lost]:
     global _dispatcher
     if _dispatcher is None:
         with _lock:
             if _dispatcher is None:
-                _dispatcher = Dispatcher(deliver, maxsize=settings.queue_size, errors=errors)
+                _dispatcher = Dispatcher(
+                    deliver, maxsize=settings.queue_size, errors=errors, on_drop=lost
+                )
     return _dispatcher
 
 
@@ -88,6 +98,7 @@ def watchdog() -> Watchdog:
                     errors=errors,
                     sample_interval=settings.sample_interval,
                     max_samples=settings.max_samples,
+                    escalations=settings.escalations,
                 )
     return _watchdog
 
@@ -134,7 +145,7 @@ def reporters() -> Sequence[Reporter]:
     return found
 
 
-def deliver(event: Snapshot | Finished) -> None:
+def deliver(event: Snapshot | Finished | Lost) -> None:
     """Build the report and run every reporter, each on its own guard."""
     report = build_report(event)
     for reporter in reporters():

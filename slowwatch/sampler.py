@@ -75,7 +75,10 @@ class Watchdog:
         sample_interval: float = 0.05,
         max_samples: int = 12_000,
         cpu_budget: float = 0.01,
+        escalations: tuple[float, ...] = (),
     ) -> None:
+        #: Multiples of the threshold at which a ``still_slow`` report goes out.
+        self.escalations = tuple(sorted(escalations))
         #: Seconds between samples of a slow request (while the CPU budget allows).
         self.sample_interval = sample_interval
         self.max_samples = max_samples
@@ -326,8 +329,7 @@ class Watchdog:
         """
         started, threshold, subject = watch[STARTED], watch[THRESHOLD], watch[SUBJECT]
         info = self._describe(subject)
-        thread_id = thread_of(key, watch)
-        probe = ThreadProbe(thread_id, thread.native_id if thread is not None else None)
+        probe = ThreadProbe(thread_of(key, watch), thread.native_id if thread else None)
         state = probe.sample(stack.frames, 0.0)
         with self._lock:
             claim = watch[CLAIM] = Claim(started, threshold)
@@ -343,21 +345,71 @@ class Watchdog:
             claim.probe, claim.sampled_at = probe, taken
             self._sampled[key] = (watch, claim)
             self._next_sample = min(self._next_sample, taken + self._budget.interval)
-            self._on_slow(
-                Snapshot(
-                    report_id=claim.report_id,
-                    request=info,
-                    pid=self._pid,
-                    thread_id=thread_id,
-                    thread_name=thread.name if thread is not None else "",
-                    started_at=wall - (taken - started),
-                    threshold=threshold,
-                    elapsed=taken - started,
-                    late_by=max(0.0, taken - (started + threshold)),
-                    stack=stack,
-                    sql=self._sql(watch, taken),
-                )
-            )
+            self._on_slow(self._snapshot("slow", claim, key, watch, stack, taken, wall, thread))
+
+    def _snapshot(
+        self,
+        kind: str,
+        claim: Claim,
+        key: object,
+        watch: Watch,
+        stack: Stack,
+        taken: float,
+        wall: float,
+        thread: threading.Thread | None,
+    ) -> Snapshot:
+        started, threshold = watch[STARTED], watch[THRESHOLD]
+        return Snapshot(
+            kind=kind,
+            report_id=claim.report_id,
+            request=claim.info,
+            pid=self._pid,
+            thread_id=thread_of(key, watch),
+            thread_name=thread.name if thread is not None else "",
+            started_at=wall - (taken - started),
+            threshold=threshold,
+            elapsed=taken - started,
+            late_by=max(0.0, taken - (started + threshold)) if kind == "slow" else 0.0,
+            stack=stack,
+            sql=self._sql(watch, taken),
+        )
+
+    def snapshot_in_flight(
+        self, kind: str = "killed", interrupted: FrameType | None = None
+    ) -> int:
+        """Report every request in flight now (the process is being terminated).
+
+        Runs on whatever thread calls it (a server's abort hook); returns how
+        many snapshots were handed on. ``interrupted`` is the frame a signal
+        handler interrupted: for the calling thread's own request, the stack
+        starts there rather than in the handler.
+        """
+        frames = sys._current_frames()
+        if interrupted is not None:
+            frames[get_ident()] = interrupted
+        taken, wall = self._clock(), self._wall_clock()
+        threads = {t.ident: t for t in threading.enumerate()}
+        handed = 0
+        try:
+            for key, watch in list(self.active.items()):
+                with self._errors.guard("reporting a request in flight"):
+                    thread_id = thread_of(key, watch)
+                    claim = watch[CLAIM]
+                    if claim is None or not claim.reported:
+                        info = self._describe(watch[SUBJECT])
+                        if info is None:
+                            continue
+                        claim = Claim(watch[STARTED], watch[THRESHOLD], report_id=uuid.uuid4().hex)
+                        claim.info = info
+                    stack = self._stack(key, frames.get(thread_id))
+                    thread = threads.get(thread_id)
+                    self._on_slow(
+                        self._snapshot(kind, claim, key, watch, stack, taken, wall, thread)
+                    )
+                    handed += 1
+        finally:
+            del frames
+        return handed
 
     def _sample(self, now: float) -> None:
         """One sample of every reported request still running, into its profile."""
@@ -374,6 +426,7 @@ class Watchdog:
                 if claim.probe is not None:
                     state = claim.probe.sample(stack.frames, now - claim.sampled_at)
                 claim.sampled_at = now
+                self._escalate(key, watch, claim, stack, now)
                 query = in_flight(watch[SQL] if len(watch) > SQL else None, now)
                 taken.append((claim, key_of(stack.frames), state, query))
         finally:
@@ -399,3 +452,16 @@ class Watchdog:
         if stats is None:
             return {}
         return {"count": stats.count, "time": stats.time, "in_flight": in_flight(stats, now)}
+
+    def _escalate(self, key: object, watch: Watch, claim: Claim, stack: Stack, now: float) -> None:
+        """A ``still_slow`` report at each escalation point the request passes."""
+        step = claim.escalated
+        if step >= len(self.escalations):
+            return
+        if now - watch[STARTED] < watch[THRESHOLD] * self.escalations[step]:
+            return
+        claim.escalated = step + 1
+        thread = None  # the name was given in the first report
+        self._on_slow(
+            self._snapshot("still_slow", claim, key, watch, stack, now, self._wall_clock(), thread)
+        )

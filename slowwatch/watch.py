@@ -37,6 +37,8 @@ class Claim:
     info: Any = None
     profile: Profile | None = None
     probe: ThreadProbe | None = None
+    #: How many escalation points (``still_slow`` reports) were passed.
+    escalated: int = 0
     #: Longest time each statement was seen in flight by a sample (monitor only).
     inflight: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Monotonic time of the last sample (monitor only).

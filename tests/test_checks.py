@@ -53,6 +53,9 @@ def ids(value: object) -> list[str]:
         ({"SAMPLE_INTERVAL": "fast"}, ["slowwatch.E011"]),
         ({"MAX_SAMPLES": -1}, ["slowwatch.E012"]),
         ({"SAMPLE_INTERVAL": 0.01, "MAX_SAMPLES": 100}, []),
+        ({"ESCALATIONS": [2, 4.5]}, []),
+        ({"ESCALATIONS": [1]}, ["slowwatch.E013"]),
+        ({"ESCALATIONS": 2}, ["slowwatch.E013"]),
     ],
 )
 def test_settings_checks(value, expected):

@@ -101,3 +101,27 @@ def test_exit_waits_at_most_two_seconds_for_pending_reports():
 def test_flush_of_an_unused_dispatcher_is_immediate():
     d: Dispatcher[int] = Dispatcher(lambda item: None)
     assert d.flush(0.1)
+
+
+def test_a_dropped_item_is_followed_by_a_notice():
+    started, release = threading.Event(), threading.Event()
+    delivered: list[str] = []
+
+    def deliver(item: str) -> None:
+        started.set()
+        release.wait(10)
+        delivered.append(item)
+
+    d: Dispatcher[str] = Dispatcher(deliver, maxsize=1, on_drop=lambda item: f"lost {item}")
+    try:
+        d.submit("a")
+        assert started.wait(5)
+        assert d.submit("b")
+        assert not d.submit("c")
+        release.set()
+        assert d.flush(5)
+        # The notice goes first, as soon as the reporter thread is free.
+        assert delivered == ["a", "lost c", "b"]
+    finally:
+        release.set()
+        d.stop()

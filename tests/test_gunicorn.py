@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -116,3 +117,21 @@ def test_a_request_slow_in_two_places_shows_both_in_its_profile(server):
     assert leaves == {"phase_one", "phase_two"}
     assert profile["samples"] >= 20
     assert "# phase one" in done["message"] and "# phase two" in done["message"]
+
+
+def test_a_request_killed_by_the_worker_timeout_is_reported_killed(tmp_path):
+    args = ["-b", "127.0.0.1:0", "-k", "sync", "-w", "1", "--timeout", "2"]
+    srv = Server(tmp_path, [*args, "-c", "testproject/gunicorn_conf.py"])
+    try:
+        # The worker dies under the request: that is the point.
+        with contextlib.suppress(OSError):
+            srv.get("/sleep/?s=30", timeout=20)
+        [killed] = srv.reports(1, slow("killed"), timeout=20)
+        [first] = srv.reports(1, slow("slow"))
+        doc = killed["slowwatch"]
+        assert doc["id"] == first["slowwatch"]["id"]
+        assert doc["timing"]["elapsed"] >= 2
+        assert doc["stack"]["frames"][-1]["function"] == "sleep"
+        assert killed["message"].startswith("Killed: GET /sleep/?s=30")
+    finally:
+        srv.stop()

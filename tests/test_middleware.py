@@ -214,3 +214,14 @@ def test_the_profile_shows_both_phases_of_a_request(collected):
     assert len(lines) >= 2
     doc = done.to_dict()
     assert doc["profile"]["samples"] == done.profile.samples
+
+
+def test_escalation_points_send_still_slow_reports(settings, collected):
+    settings.SLOWWATCH = {**settings.SLOWWATCH, "ESCALATIONS": [2, 2.5]}
+    assert Client().get("/sleep/?s=0.95").status_code == 200
+    got = reports(collected)
+    assert [r.kind for r in got] == ["slow", "still_slow", "still_slow", "finished"]
+    assert len({r.id for r in got}) == 1
+    assert got[1].elapsed >= 0.6 and got[2].elapsed >= 0.75
+    assert got[1].text().startswith("Still slow: GET /sleep/?s=0.95")
+    assert got[1].frames[-1].function == "sleep"

@@ -9,6 +9,7 @@ from slowwatch.report import SCHEMA_VERSION, Finished, RequestInfo, Snapshot, bu
 def snapshot(path: str = "/orders/", query: str = "") -> Snapshot:
     frame = Frame(__file__, 9, "somewhere", __name__)
     return Snapshot(
+        kind="slow",
         report_id="abc",
         request=RequestInfo("GET", path, query, "shop.views.orders", "orders/", "example.com"),
         pid=42,

@@ -1,0 +1,61 @@
+"""gunicorn server hooks: a request still running when its worker dies is reported.
+
+In your gunicorn configuration file (``gunicorn.conf.py``)::
+
+    from slowwatch.gunicorn import worker_abort, worker_exit  # noqa: F401
+
+``worker_abort`` runs when gunicorn's arbiter aborts a worker that timed out
+(SIGABRT); the arbiter follows with SIGKILL about a second later, so each
+request in flight is snapshotted at once as ``killed`` and delivery gets at
+most :data:`GRACE` seconds. ``worker_exit`` does the same for a worker that
+exits with requests still running (a graceful shutdown that ran out of time).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+from slowwatch import runtime
+
+#: Seconds the hooks wait for the reports to be delivered.
+GRACE = 0.5
+
+
+def interrupted_frame(signum: int = signal.SIGABRT) -> FrameType | None:
+    """The frame the handler of ``signum`` interrupted, if we are inside that handler."""
+    handler = signal.getsignal(signum)
+    code = getattr(getattr(handler, "__func__", handler), "__code__", None)
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return frame.f_back
+        frame = frame.f_back
+    return None
+
+
+def report_in_flight(grace: float = GRACE, interrupted: FrameType | None = None) -> int:
+    """Report every request in flight as ``killed``; deliver within ``grace`` s.
+
+    Also usable from other servers' hooks (uWSGI: see ``docs/install.rst``).
+    Returns how many requests were reported.
+    """
+    watchdog = runtime._watchdog
+    if watchdog is None:
+        return 0
+    count = 0
+    with runtime.errors.guard("reporting requests in flight"):
+        count = watchdog.snapshot_in_flight("killed", interrupted)
+        runtime.dispatcher().stop(grace)
+    return count
+
+
+def worker_abort(worker: Any) -> None:
+    # We run inside gunicorn's SIGABRT handler, on top of the request it interrupted.
+    report_in_flight(interrupted=interrupted_frame(signal.SIGABRT))
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    report_in_flight()
