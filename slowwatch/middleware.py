@@ -72,6 +72,11 @@ class SlowWatchMiddleware:
         if self.name_rules:
             self.process_view = self._aprocess_view if self.async_mode else self._process_view
         self.watchdog = watchdog = runtime.watchdog()
+        watchdog.configure(
+            sample_interval=settings.sample_interval,
+            max_samples=settings.max_samples,
+            escalations=settings.escalations,
+        )
         self.active = watchdog.active
         for threshold in (self.threshold, *rules.thresholds()):
             watchdog.require(threshold)

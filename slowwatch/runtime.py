@@ -92,14 +92,8 @@ def watchdog() -> Watchdog:
         queue = dispatcher()
         with _lock:
             if _watchdog is None:
-                _watchdog = Watchdog(
-                    on_slow=queue.submit,
-                    describe=describe,
-                    errors=errors,
-                    sample_interval=settings.sample_interval,
-                    max_samples=settings.max_samples,
-                    escalations=settings.escalations,
-                )
+                # Sampling settings are applied by each middleware as it is built.
+                _watchdog = Watchdog(on_slow=queue.submit, describe=describe, errors=errors)
     return _watchdog
 
 

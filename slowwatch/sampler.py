@@ -77,11 +77,9 @@ class Watchdog:
         cpu_budget: float = 0.01,
         escalations: tuple[float, ...] = (),
     ) -> None:
-        #: Multiples of the threshold at which a ``still_slow`` report goes out.
-        self.escalations = tuple(sorted(escalations))
-        #: Seconds between samples of a slow request (while the CPU budget allows).
-        self.sample_interval = sample_interval
-        self.max_samples = max_samples
+        self.configure(
+            sample_interval=sample_interval, max_samples=max_samples, escalations=escalations
+        )
         #: Share of one core the monitor may spend sampling before it slows down.
         self.cpu_budget = cpu_budget
         self._on_slow = on_slow
@@ -107,6 +105,19 @@ class Watchdog:
         # A child must not inherit our lock held or our (dead) thread; uWSGI
         # without fork hooks is caught by the heartbeat check instead.
         os.register_at_fork(after_in_child=after_fork)
+
+    def configure(
+        self, *, sample_interval: float, max_samples: int, escalations: tuple[float, ...]
+    ) -> None:
+        """Sampling settings; they apply to requests that turn slow from now on."""
+        #: Seconds between samples of a slow request (while the CPU budget allows).
+        self.sample_interval = sample_interval
+        self.max_samples = max_samples
+        #: Multiples of the threshold at which a ``still_slow`` report goes out.
+        self.escalations = tuple(sorted(escalations))
+        budget = getattr(self, "_budget", None)
+        if budget is not None:
+            budget.base = budget.interval = sample_interval
 
     def _reset(self) -> None:
         self._pid = os.getpid()
