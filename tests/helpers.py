@@ -16,9 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from django.conf import settings
+
 from slowwatch.reporters.base import Reporter
 
 HERE = Path(__file__).resolve().parent
+
+#: scripts/test starts PostgreSQL, or says loudly that it could not (SLOWWATCH_TEST_PG=0).
+needs_postgres = pytest.mark.skipif(
+    "pg" not in settings.DATABASES, reason="PostgreSQL is not available (SLOWWATCH_TEST_PG=0)"
+)
 
 
 class Collected(Reporter):

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import Server, slow
+from helpers import Server, needs_postgres, slow
 
 pytestmark = pytest.mark.server
 
@@ -135,3 +135,15 @@ def test_a_request_killed_by_the_worker_timeout_is_reported_killed(tmp_path):
         assert killed["message"].startswith("Killed: GET /sleep/?s=30")
     finally:
         srv.stop()
+
+
+@needs_postgres
+def test_a_query_waiting_in_postgresql_is_in_flight(server):
+    assert server.get("/pg-sleep/?s=1.2")[0] == 200
+    [report] = server.reports(1, slow("slow"))
+    doc = report["slowwatch"]
+    assert doc["sql"]["in_flight"]["sql"] == "SELECT pg_sleep(?)"
+    assert "In flight: SELECT pg_sleep(?) (pg)" in report["message"]
+    [done] = server.reports(1, slow("finished"))
+    states = done["slowwatch"]["profile"]["states"]
+    assert max(states, key=states.__getitem__) == "db"

@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+from helpers import needs_postgres
 from slowwatch import runtime
 from slowwatch.sql import QueryTracker
 from slowwatch.sqlstats import MAX_STATEMENTS, REPEATED, SqlStats, normalize
@@ -73,3 +74,17 @@ def test_repeated_queries_after_the_threshold_look_like_n_plus_one(collected):
     [repeated] = done.sql["repeated"]
     assert repeated == {**repeated, "sql": "SELECT ?", "count": 12}
     assert "Repeated x12 (N+1?): SELECT ?" in done.text()
+
+
+@needs_postgres
+@pytest.mark.django_db(databases=["default", "pg"])
+def test_a_query_waiting_in_postgresql(collected):
+    assert Client().get("/pg-sleep/?s=1").status_code == 200
+    [slow] = reports(collected, "slow")
+    current = slow.sql["in_flight"]
+    assert current == {**current, "sql": "SELECT pg_sleep(?)", "alias": "pg"}
+    assert "In flight: SELECT pg_sleep(?) (pg) for 0." in slow.text()
+    [done] = reports(collected, "finished")
+    states = dict(done.profile.states)
+    assert max(states, key=states.__getitem__) == "db", states
+    assert "in the database" in done.text()

@@ -31,6 +31,17 @@ DATABASES = {
     }
 }
 
+# The PostgreSQL the machine runs (CI starts it): for queries that wait in the server.
+if os.environ.get("SLOWWATCH_TEST_PG", "1") != "0":
+    DATABASES["pg"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "NAME": os.environ.get("PGDATABASE", "test"),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
+    }
+
 SLOWWATCH = {"THRESHOLD": float(os.environ.get("SLOWWATCH_TEST_THRESHOLD", "0.3"))}
 
 # Real-server tests read reports back from a JSON-lines file.

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 
-from django.db import connection
+from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -160,4 +160,11 @@ def n_plus_one(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
         for i in range(12):
             cursor.execute("SELECT %s", [i])
+    return JsonResponse({"pid": os.getpid()})
+
+
+def pg_sleep(request: HttpRequest) -> HttpResponse:
+    """Waits in PostgreSQL: the request thread is blocked on the server's answer."""
+    with connections["pg"].cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [_seconds(request)])
     return JsonResponse({"pid": os.getpid()})
