@@ -138,12 +138,16 @@ _lock = threading.Lock()
 _late: list[float] = []
 
 
+_reports: list[Any] = []
+
+
 class RecordingReporter:
-    """Collects how late each snapshot was taken (slowwatch states it itself)."""
+    """Keeps the reports, and how late each snapshot was taken (slowwatch says so)."""
 
     def handle(self, report: Any) -> None:
-        if report.kind == "slow":
-            with _lock:
+        with _lock:
+            _reports.append(report)
+            if report.kind == "slow":
                 _late.append(report.late_by)
 
 
@@ -197,7 +201,69 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-# -- 4. gunicorn throughput ---------------------------------------------------
+# -- 4. sampling cost, per-query cost, report size ----------------------------
+
+
+def sampling_cost(concurrent: int, seconds: float) -> tuple[float, int, int]:
+    """Monitor-thread CPU share while ``concurrent`` slow requests are sampled at 20 Hz."""
+    from slowwatch import runtime
+
+    app = handler([SLOWWATCH], SLOWWATCH={**benchproject.SLOWWATCH, "THRESHOLD": 0.5})
+    base = environ("/sleep", f"s={seconds + 1.0}")
+    with _lock:
+        _reports.clear()
+    threads = [threading.Thread(target=call, args=(app, base)) for _ in range(concurrent)]
+    for t in threads:
+        t.start()
+    time.sleep(0.75)  # all past the threshold, being sampled
+    monitor = next(t for t in threading.enumerate() if t.name == "slowwatch-monitor")
+    clock = time.pthread_getcpuclockid(monitor.ident or 0)
+    cpu0, wall0 = time.clock_gettime(clock), time.monotonic()
+    time.sleep(seconds)
+    cpu1, wall1 = time.clock_gettime(clock), time.monotonic()
+    for t in threads:
+        t.join()
+    runtime.dispatcher().flush(5)
+    with _lock:
+        slow = [r for r in _reports if r.kind == "slow"]
+        done = [r for r in _reports if r.kind == "finished"]
+    slow_size = max((len(json.dumps(r.to_dict())) for r in slow), default=0)
+    done_size = max((len(json.dumps(r.to_dict())) for r in done), default=0)
+    return (cpu1 - cpu0) / (wall1 - wall0), slow_size, done_size
+
+
+def query_cost(queries: int) -> tuple[float, float]:
+    """µs per ``SELECT 1`` through Django's cursor, without and with the query tracker."""
+    from django.db import connection
+
+    from slowwatch import runtime
+    from slowwatch.sql import QueryTracker, install
+
+    watchdog = runtime.watchdog()
+    connection.ensure_connection()
+    install(connection, watchdog.active)
+    tracker = [w for w in connection.execute_wrappers if isinstance(w, QueryTracker)]
+    key = threading.get_ident()
+
+    def run() -> float:
+        with connection.cursor() as cursor:
+            t0 = time.perf_counter()
+            for _ in range(queries):
+                cursor.execute("SELECT 1")
+            return (time.perf_counter() - t0) / queries * 1e6
+
+    without, with_ = [], []
+    for _ in range(7):
+        connection.execute_wrappers[:] = []
+        without.append(run())
+        connection.execute_wrappers[:] = tracker
+        watchdog.active[key] = [time.monotonic(), 25.0, None, None]
+        with_.append(run())
+        watchdog.active.pop(key, None)
+    return statistics.median(without), statistics.median(with_)
+
+
+# -- 5. gunicorn throughput ---------------------------------------------------
 
 
 def gunicorn_rps(middleware: list[str], worker: str, seconds: int) -> float:
@@ -240,8 +306,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument(
         "--parts",
-        default="inprocess,arm,detection,gunicorn",
-        help="comma-separated subset of: inprocess, arm, detection, gunicorn",
+        default="inprocess,arm,detection,sampling,sql,gunicorn",
+        help="comma-separated subset of: inprocess, arm, detection, sampling, sql, gunicorn",
     )
     args = parser.parse_args()
     raw: dict[str, Any] = {}
@@ -266,6 +332,10 @@ def main() -> None:
         arm_table(raw, 20_000 if args.quick else 100_000)
     if "detection" in parts:
         detection_table(raw)
+    if "sampling" in parts:
+        sampling_table(raw, 3.0 if args.quick else 10.0)
+    if "sql" in parts:
+        sql_table(raw, 2_000 if args.quick else 20_000)
     if "gunicorn" in parts and not args.quick:
         gunicorn_table(raw)
     if args.json:
@@ -319,6 +389,28 @@ def detection_table(raw: dict[str, Any]) -> None:
                 f"| {tool} | {kind} | {n} | {len(late)}/{n} | {pct(ms, 50):.1f} | "
                 f"{pct(ms, 99):.1f} | {max(ms, default=float('nan')):.1f} |"
             )
+    out()
+
+
+def sampling_table(raw: dict[str, Any], seconds: float) -> None:
+    share, slow_size, done_size = sampling_cost(10, seconds)
+    raw["sampling"] = {"cpu_share": share, "slow_bytes": slow_size, "finished_bytes": done_size}
+    out(f"## Sampling: 10 slow requests at once, 20 Hz, {seconds:g} s")
+    out()
+    out("| monitor thread CPU (% of one core) | slow report (JSON bytes) | finished report |")
+    out("|---|---|---|")
+    out(f"| {share * 100:.2f} % | {slow_size:,} | {done_size:,} |")
+    out()
+
+
+def sql_table(raw: dict[str, Any], queries: int) -> None:
+    without, with_ = query_cost(queries)
+    raw["sql"] = {"without": without, "with": with_}
+    out(f"## Per query: `SELECT 1` on SQLite, {queries:,} queries, median of 7")
+    out()
+    out("| without the tracker | with it, in a watched request | added per query |")
+    out("|---|---|---|")
+    out(f"| {without:.2f} µs | {with_:.2f} µs | {with_ - without:+.2f} µs |")
     out()
 
 

@@ -8,6 +8,7 @@ reporter thread.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection
 from types import CodeType, CoroutineType, FrameType, GeneratorType
 from typing import NamedTuple
@@ -35,6 +36,9 @@ class Stack(NamedTuple):
     truncated: int
 
 
+_NAME = "co_qualname" if sys.version_info >= (3, 11) else "co_name"
+
+
 def _frame(frame: FrameType) -> Frame:
     code = frame.f_code
     # f_globals is a plain dict; .get on it runs no user code.
@@ -42,7 +46,7 @@ def _frame(frame: FrameType) -> Frame:
     return Frame(
         code.co_filename,
         frame.f_lineno or code.co_firstlineno,
-        getattr(code, "co_qualname", code.co_name),
+        getattr(code, _NAME),
         module if isinstance(module, str) else "",
     )
 
@@ -68,6 +72,34 @@ def walk_frames(top: FrameType | None, boundary: Collection[CodeType] = ()) -> S
     kept = collected[:MAX_FRAMES]
     kept.reverse()
     return Stack(tuple(kept), hidden, truncated)
+
+
+def sample_key(
+    top: FrameType | None, boundary: Collection[CodeType] = ()
+) -> tuple[tuple[tuple[str, str, int], ...], tuple[Frame, ...], bool]:
+    """The cheap walk behind each profile sample.
+
+    Returns the stack as ``(filename, function, lineno)`` tuples (outermost
+    first, the same identity as :func:`slowwatch.profile.key_of`), the three
+    innermost frames in full (what the thread-state classifier looks at), and
+    whether the boundary was reached.
+    """
+    key: list[tuple[str, str, int]] = []
+    inner: list[Frame] = []
+    frame = top
+    found = False
+    while frame is not None:
+        code = frame.f_code
+        if code in boundary:
+            found = True
+            break
+        if len(inner) < 3:
+            inner.append(_frame(frame))
+        key.append((code.co_filename, getattr(code, _NAME), frame.f_lineno or code.co_firstlineno))
+        frame = frame.f_back
+    key.reverse()
+    inner.reverse()
+    return tuple(key[-MAX_FRAMES:]), tuple(inner), found
 
 
 def walk_coroutine(coro: object, boundary: Collection[CodeType] = ()) -> Stack:

@@ -39,7 +39,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from slowwatch.budget import CpuBudget
-from slowwatch.capture import Stack, walk_coroutine, walk_frames
+from slowwatch.capture import Stack, sample_key, walk_coroutine, walk_frames
 from slowwatch.internal import InternalLog
 from slowwatch.profile import Profile, key_of
 from slowwatch.report import Snapshot
@@ -249,6 +249,9 @@ class Watchdog:
         self.active.clear()
         self._heap.clear()
         self._seen.clear()
+        for _, claim in self._sampled.values():
+            if claim.probe is not None:
+                claim.probe.close()
         self._sampled.clear()
         self.beat = -float("inf")
 
@@ -264,6 +267,7 @@ class Watchdog:
     def poll(self, now: float) -> float:
         """File new watches, capture the due ones; return seconds until the next poll."""
         self.beat = now
+        cpu = time.thread_time()
         heap, active = self._heap, self.active
         # dict.copy() is one step while request threads keep changing `active`.
         current = active.copy()
@@ -286,6 +290,12 @@ class Watchdog:
             self._capture(due)
         if self._sampled and now >= self._next_sample:
             self._sample(now)
+            # The whole poll counts against the budget, not the sampling alone.
+            if self._budget.spend(now, time.thread_time() - cpu):
+                for _, claim in self._sampled.values():
+                    if claim.profile is not None:
+                        claim.profile.throttled = True
+            self._next_sample = now + self._budget.interval if self._sampled else float("inf")
         if len(heap) > len(current):
             # Some entries belong to finished requests: drop them now rather than
             # at their deadline, so no request object is kept alive past a tick.
@@ -424,22 +434,28 @@ class Watchdog:
 
     def _sample(self, now: float) -> None:
         """One sample of every reported request still running, into its profile."""
-        cpu = time.thread_time()
         frames = sys._current_frames()
         taken: list[tuple[Claim, Any, str, Any]] = []
         try:
             for key, (watch, claim) in list(self._sampled.items()):
                 if self.active.get(key) is not watch:
                     del self._sampled[key]  # it ended; its claim is closed
+                    if claim.probe is not None:
+                        claim.probe.close()
                     continue
-                stack = self._stack(key, frames.get(thread_of(key, watch)))
+                top = frames.get(thread_of(key, watch))
+                sample, inner, found = sample_key(top, self.boundary)
+                if not found and not isinstance(key, int):
+                    # A suspended asyncio task: its frames are on its await chain.
+                    stack = self._stack(key, top)
+                    sample, inner = key_of(stack.frames), stack.frames[-3:]
                 state = ""
                 if claim.probe is not None:
-                    state = claim.probe.sample(stack.frames, now - claim.sampled_at)
+                    state = claim.probe.sample(inner, now - claim.sampled_at)
                 claim.sampled_at = now
-                self._escalate(key, watch, claim, stack, now)
+                self._escalate(key, watch, claim, top, now)
                 query = in_flight(watch[SQL] if len(watch) > SQL else None, now)
-                taken.append((claim, key_of(stack.frames), state, query))
+                taken.append((claim, sample, state, query))
         finally:
             del frames
         with self._lock:
@@ -451,11 +467,6 @@ class Watchdog:
                     seen = claim.inflight.get(query["sql"])
                     if seen is None or seen["elapsed"] < query["elapsed"]:
                         claim.inflight[query["sql"]] = query
-        if self._budget.spend(now, time.thread_time() - cpu):
-            for _, claim in self._sampled.values():
-                if claim.profile is not None:
-                    claim.profile.throttled = True
-        self._next_sample = now + self._budget.interval if self._sampled else float("inf")
 
     def _sql(self, watch: Watch, now: float) -> dict[str, Any]:
         """Queries so far and the one in flight, read from the request thread's stats."""
@@ -464,7 +475,9 @@ class Watchdog:
             return {}
         return {"count": stats.count, "time": stats.time, "in_flight": in_flight(stats, now)}
 
-    def _escalate(self, key: object, watch: Watch, claim: Claim, stack: Stack, now: float) -> None:
+    def _escalate(
+        self, key: object, watch: Watch, claim: Claim, top: FrameType | None, now: float
+    ) -> None:
         """A ``still_slow`` report at each escalation point the request passes."""
         step = claim.escalated
         if step >= len(self.escalations):
@@ -472,6 +485,7 @@ class Watchdog:
         if now - watch[STARTED] < watch[THRESHOLD] * self.escalations[step]:
             return
         claim.escalated = step + 1
+        stack = self._stack(key, top)
         thread = None  # the name was given in the first report
         self._on_slow(
             self._snapshot("still_slow", claim, key, watch, stack, now, self._wall_clock(), thread)

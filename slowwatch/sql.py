@@ -22,8 +22,10 @@ from slowwatch.watch import CLAIM, SQL, Watch
 class QueryTracker:
     """A ``connection.execute_wrapper``: times every query of a watched request."""
 
-    def __init__(self, active: dict[object, Watch]) -> None:
+    def __init__(self, active: dict[object, Watch], alias: str) -> None:
         self.active = active
+        #: One tracker per connection object, so one alias.
+        self.alias = alias
 
     def __call__(
         self,
@@ -46,7 +48,7 @@ class QueryTracker:
         # Composed SQL objects (psycopg.sql) are not rendered: that could run code.
         text = sql if isinstance(sql, str) else f"<{type(sql).__name__}>"
         started = monotonic()
-        stats.current = (text, context["connection"].alias, started)
+        stats.current = (text, self.alias, started)
         try:
             return execute(sql, params, many, context)
         finally:
@@ -60,7 +62,7 @@ class QueryTracker:
 
 def install(connection: BaseDatabaseWrapper, active: dict[object, Watch]) -> None:
     if not any(isinstance(w, QueryTracker) for w in connection.execute_wrappers):
-        connection.execute_wrappers.append(QueryTracker(active))
+        connection.execute_wrappers.append(QueryTracker(active, connection.alias))
 
 
 def _on_connection_created(sender: object, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:

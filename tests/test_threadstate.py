@@ -35,6 +35,8 @@ LOCK_FRAME = Frame("/usr/lib/python3/threading.py", 320, "Condition.wait", "thre
         ([VIEW, DB_FRAME], "recvfrom", 0.0, 0.0, DB),
         ([VIEW, DB_FRAME], "running", 0.05, 0.0, DB),  # SQLite works on this very thread
         ([VIEW], "running", 0.05, 0.0, CPU),
+        ([VIEW], "futex", 0.045, 0.0, CPU),  # spinning, caught waiting for the sampler's GIL
+        ([VIEW], "running", None, None, CPU),  # no CPU clock: the instant decides
         ([VIEW], "nanosleep", 0.0, 0.0, SLEEP),
         ([VIEW], "clock_nanosleep", 0.0, 0.0, SLEEP),
         ([VIEW, LOCK_FRAME], "futex", 0.0, 1.0, LOCK),
