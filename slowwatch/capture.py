@@ -9,7 +9,7 @@ reporter thread.
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from types import CodeType, CoroutineType, FrameType, GeneratorType
 from typing import NamedTuple
 
@@ -26,6 +26,9 @@ class Frame(NamedTuple):
     module: str
 
 
+Locals = tuple[tuple[str, str], ...]
+
+
 class Stack(NamedTuple):
     """A captured stack, oldest call first."""
 
@@ -34,6 +37,8 @@ class Stack(NamedTuple):
     hidden: int
     #: Innermost frames beyond :data:`MAX_FRAMES`, left out.
     truncated: int
+    #: Rendered locals per frame (same order as ``frames``), when they were captured.
+    locals: tuple[Locals | None, ...] = ()
 
 
 _NAME = "co_qualname" if sys.version_info >= (3, 11) else "co_name"
@@ -51,12 +56,18 @@ def _frame(frame: FrameType) -> Frame:
     )
 
 
-def walk_frames(top: FrameType | None, boundary: Collection[CodeType] = ()) -> Stack:
+def walk_frames(
+    top: FrameType | None,
+    boundary: Collection[CodeType] = (),
+    local_values: Callable[[FrameType], Locals | None] | None = None,
+) -> Stack:
     """Walk from ``top`` outwards until a frame whose code is in ``boundary``.
 
     The boundary frame itself and everything above it are counted as hidden.
+    ``local_values``, when given, renders a frame's locals (or says None).
     """
     collected: list[Frame] = []
+    values: list[Locals | None] = []
     hidden = 0
     frame = top
     while frame is not None:
@@ -66,12 +77,15 @@ def walk_frames(top: FrameType | None, boundary: Collection[CodeType] = ()) -> S
                 frame = frame.f_back
             break
         collected.append(_frame(frame))
+        if local_values is not None and len(values) < MAX_FRAMES:
+            values.append(local_values(frame))
         frame = frame.f_back
     truncated = max(0, len(collected) - MAX_FRAMES)
     # Keep the innermost frames; `collected` runs innermost first.
     kept = collected[:MAX_FRAMES]
     kept.reverse()
-    return Stack(tuple(kept), hidden, truncated)
+    values.reverse()
+    return Stack(tuple(kept), hidden, truncated, tuple(values))
 
 
 def sample_key(

@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "SAMPLE_INTERVAL": 0.05,
     "MAX_SAMPLES": 12_000,
     "ESCALATIONS": [],
+    "CAPTURE_LOCALS": False,
 }
 
 #: Marks a request that is not watched at all.
@@ -111,7 +112,7 @@ def validate(raw: object) -> list[Problem]:
                 f"Known keys: {', '.join(DEFAULTS)}.",
             )
         )
-    for key in ("ENABLED", "HIDE_SERVER_FRAMES"):
+    for key in ("ENABLED", "HIDE_SERVER_FRAMES", "CAPTURE_LOCALS"):
         if key in raw and not isinstance(raw[key], bool):
             problems.append(
                 Problem(
@@ -306,6 +307,10 @@ class Settings:
     @property
     def escalations(self) -> tuple[float, ...]:
         return tuple(float(x) for x in self.values["ESCALATIONS"])
+
+    @property
+    def capture_locals(self) -> bool:
+        return bool(self.values["CAPTURE_LOCALS"])
 
     @property
     def hide_server_frames(self) -> bool:

@@ -76,6 +76,7 @@ class SlowWatchMiddleware:
             sample_interval=settings.sample_interval,
             max_samples=settings.max_samples,
             escalations=settings.escalations,
+            capture_locals=settings.capture_locals,
         )
         self.active = watchdog.active
         for threshold in (self.threshold, *rules.thresholds()):

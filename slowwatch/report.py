@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from slowwatch.capture import Frame, Stack
+from slowwatch.capture import Stack
 from slowwatch.process import describe as describe_process
 from slowwatch.process import figures as process_figures
 from slowwatch.profile import FrozenProfile
@@ -95,15 +95,20 @@ class SourceFrame:
     function: str
     module: str
     line: str
+    #: ``(name, rendered value)`` when locals were captured for this frame.
+    locals: tuple[tuple[str, str], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "filename": self.filename,
             "lineno": self.lineno,
             "function": self.function,
             "module": self.module,
             "line": self.line,
         }
+        if self.locals is not None:
+            doc["locals"] = dict(self.locals)
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +195,8 @@ class Report:
             lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
             if frame.line:
                 lines.append(f"    {frame.line}")
+            for name, value in frame.locals or ():
+                lines.append(f"      {name} = {_one_line(value)}")
         return "\n".join(lines)
 
     def hottest(self, n: int = 5) -> str:
@@ -295,7 +302,8 @@ def _one_line(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def _source(frames: tuple[Frame, ...]) -> tuple[SourceFrame, ...]:
+def _source(stack: Stack) -> tuple[SourceFrame, ...]:
+    values = stack.locals or (None,) * len(stack.frames)
     return tuple(
         SourceFrame(
             f.filename,
@@ -303,8 +311,9 @@ def _source(frames: tuple[Frame, ...]) -> tuple[SourceFrame, ...]:
             f.function,
             f.module,
             linecache.getline(f.filename, f.lineno).strip(),
+            local_values,
         )
-        for f in frames
+        for f, local_values in zip(stack.frames, values, strict=False)
     )
 
 
@@ -344,7 +353,7 @@ def build_report(event: Snapshot | Finished | Lost) -> Report:
             thread_name=event.thread_name,
             elapsed=event.elapsed,
             late_by=event.late_by,
-            frames=_source(event.stack.frames),
+            frames=_source(event.stack),
             hidden_frames=event.stack.hidden,
             truncated_frames=event.stack.truncated,
             process=process_figures(),

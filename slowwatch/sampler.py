@@ -39,10 +39,13 @@ from types import CodeType, FrameType
 from typing import Any
 
 from slowwatch.budget import CpuBudget
-from slowwatch.capture import Stack, sample_key, walk_coroutine, walk_frames
+from slowwatch.capture import Locals, Stack, sample_key, walk_coroutine, walk_frames
 from slowwatch.internal import InternalLog
 from slowwatch.profile import Profile, key_of
 from slowwatch.report import Snapshot
+from slowwatch.saferepr import BUDGET as LOCALS_BUDGET
+from slowwatch.saferepr import capture_locals as render_locals
+from slowwatch.saferepr import is_app_file
 from slowwatch.sqlstats import in_flight
 from slowwatch.threadstate import ThreadProbe
 from slowwatch.watch import CLAIM, SQL, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
@@ -107,9 +110,16 @@ class Watchdog:
         os.register_at_fork(after_in_child=after_fork)
 
     def configure(
-        self, *, sample_interval: float, max_samples: int, escalations: tuple[float, ...]
+        self,
+        *,
+        sample_interval: float,
+        max_samples: int,
+        escalations: tuple[float, ...],
+        capture_locals: bool = False,
     ) -> None:
         """Sampling settings; they apply to requests that turn slow from now on."""
+        #: Render the locals of the project's frames in the ``slow`` snapshot.
+        self.capture_locals = capture_locals
         #: Seconds between samples of a slow request (while the CPU budget allows).
         self.sample_interval = sample_interval
         self.max_samples = max_samples
@@ -315,14 +325,23 @@ class Watchdog:
             for key, watch in due:
                 with self._errors.guard("capturing a stack"):
                     thread_id = thread_of(key, watch)
-                    stack = self._stack(key, frames.get(thread_id))
+                    stack = self._stack(key, frames.get(thread_id), self.capture_locals)
                     self._report(key, watch, stack, taken, wall, threads.get(thread_id))
         finally:
             # Frames keep whole call chains (and their locals) alive.
             del frames
 
-    def _stack(self, key: object, top: FrameType | None) -> Stack:
-        stack = walk_frames(top, self.boundary)
+    def _stack(self, key: object, top: FrameType | None, with_locals: bool = False) -> Stack:
+        local_values = None
+        if with_locals:
+            deadline = self._clock() + LOCALS_BUDGET
+
+            def local_values(frame: FrameType) -> Locals | None:
+                if not is_app_file(frame.f_code.co_filename):
+                    return None
+                return render_locals(frame, deadline, self._clock)
+
+        stack = walk_frames(top, self.boundary, local_values)
         if not isinstance(key, int) and not stack.hidden:
             # An asyncio task that is not running right now: its frames are
             # not on the loop thread's stack, but on its await chain.

@@ -16,6 +16,7 @@ urlpatterns = [
     path("slow-sql/", views.slow_sql, name="slow-sql"),
     path("n-plus-one/", views.n_plus_one, name="n-plus-one"),
     path("pg-sleep/", views.pg_sleep, name="pg-sleep"),
+    path("with-locals/", views.with_locals, name="with-locals"),
     path("exempt/", views.exempt, name="exempt"),
     path("patient/", views.patient, name="patient"),
     path("impatient/", views.impatient, name="impatient"),

@@ -168,3 +168,27 @@ def pg_sleep(request: HttpRequest) -> HttpResponse:
     with connections["pg"].cursor() as cursor:
         cursor.execute("SELECT pg_sleep(%s)", [_seconds(request)])
     return JsonResponse({"pid": os.getpid()})
+
+
+LAZY_EVALUATIONS: list[str] = []
+
+
+def with_locals(request: HttpRequest) -> HttpResponse:
+    """Locals a watchdog must render without evaluating anything."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.utils.functional import SimpleLazyObject
+
+    content_types = ContentType.objects.all()  # a QuerySet, never evaluated here
+    lazy = SimpleLazyObject(lambda: LAZY_EVALUATIONS.append("evaluated") or "value")
+    password = "canary-password-1"  # noqa: S105
+    authorization = "Bearer canary-token-2"
+    next_url = "/next/?access_token=canary-3&page=2"
+    count = 42
+    time.sleep(_seconds(request))
+    return JsonResponse(
+        {
+            "unevaluated": content_types._result_cache is None,
+            "lazy": lazy._wrapped is not None and not LAZY_EVALUATIONS,
+            "seen": [password[:0], authorization[:0], next_url[:0], count],
+        }
+    )
