@@ -9,6 +9,7 @@ turn a raw record into a report and hand it to every configured reporter.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -75,6 +76,16 @@ def lost(event: Snapshot | Finished | Lost) -> Lost | None:
     return Lost(event.report_id, event.request, event.pid, dropped, "queue_full")
 
 
+def tag(request: Any, report_id: str) -> None:
+    """``request.slowwatch_id``: set, from the monitor thread, once a request is reported.
+
+    One store into the request's ``__dict__``, the only write slowwatch makes
+    to a live request; fast requests never get (or pay for) an id.
+    """
+    with contextlib.suppress(TypeError):  # a request class with __slots__
+        vars(request)["slowwatch_id"] = report_id
+
+
 def dispatcher() -> Dispatcher[Snapshot | Finished | Lost]:
     global _dispatcher
     if _dispatcher is None:
@@ -93,7 +104,9 @@ def watchdog() -> Watchdog:
         with _lock:
             if _watchdog is None:
                 # Sampling settings are applied by each middleware as it is built.
-                _watchdog = Watchdog(on_slow=queue.submit, describe=describe, errors=errors)
+                _watchdog = Watchdog(
+                    on_slow=queue.submit, describe=describe, on_claim=tag, errors=errors
+                )
     return _watchdog
 
 

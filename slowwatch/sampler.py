@@ -57,6 +57,16 @@ MAX_TICK = 1.0
 STALE_AFTER = 10.0
 
 
+def native_id(thread: threading.Thread | None) -> int | None:
+    """The kernel's id of ``thread``. The main thread's is the pid: after a fork
+    (a gunicorn worker) Python can still hold the parent's value."""
+    if thread is None:
+        return None
+    if thread is threading.main_thread():
+        return os.getpid()
+    return thread.native_id
+
+
 class Watchdog:
     """Arms deadlines for requests and snapshots the ones that pass them.
 
@@ -64,6 +74,8 @@ class Watchdog:
         :class:`~slowwatch.report.Snapshot`. It must not block (hand it to a queue).
     :param describe: reads what a report needs from a watch's subject, on the
         monitor thread; must run no user code. ``None`` means "gone".
+    :param on_claim: told the report id of a subject that was just reported
+        (the edge puts it on the request, for correlation).
     :param clock: a monotonic clock; tests inject a fake one and call :meth:`poll`.
     """
 
@@ -72,6 +84,7 @@ class Watchdog:
         *,
         on_slow: Callable[[Snapshot], object],
         describe: Callable[[Any], Any],
+        on_claim: Callable[[Any, str], object] = lambda subject, report_id: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         errors: InternalLog | None = None,
@@ -87,6 +100,7 @@ class Watchdog:
         self.cpu_budget = cpu_budget
         self._on_slow = on_slow
         self._describe = describe
+        self._on_claim = on_claim
         self._clock = clock
         self._wall_clock = wall_clock
         self._errors = errors or InternalLog()
@@ -369,7 +383,8 @@ class Watchdog:
         """
         started, threshold, subject = watch[STARTED], watch[THRESHOLD], watch[SUBJECT]
         info = self._describe(subject)
-        probe = ThreadProbe(thread_of(key, watch), thread.native_id if thread else None)
+        report_id = uuid.uuid4().hex
+        probe = ThreadProbe(thread_of(key, watch), native_id(thread))
         state = probe.sample(stack.frames, 0.0)
         with self._lock:
             claim = watch[CLAIM] = Claim(started, threshold)
@@ -377,8 +392,9 @@ class Watchdog:
                 # Finished while we looked: the stack may be another request's.
                 return
             claim.reported = True
-            claim.report_id = uuid.uuid4().hex
+            claim.report_id = report_id
             claim.info = info
+            self._on_claim(subject, report_id)
             # From now on the request is sampled until it ends.
             claim.profile = Profile(self.sample_interval, self.max_samples)
             claim.profile.add(key_of(stack.frames), state)

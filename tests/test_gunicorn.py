@@ -147,3 +147,31 @@ def test_a_query_waiting_in_postgresql_is_in_flight(server):
     [done] = server.reports(1, slow("finished"))
     states = done["slowwatch"]["profile"]["states"]
     assert max(states, key=states.__getitem__) == "db"
+
+
+@pytest.mark.parametrize("server", ["sync"], indirect=True)
+def test_each_kind_of_slow_gets_its_line_and_verdict(server):
+    cases = {
+        "/sleep/?s=1": ("sleep", "time.sleep(seconds)  # the sleeping line", "sleep"),
+        "/cpu/?s=1": ("cpu", None, "cpu"),
+        "/locked/?s=1": ("locked", "with _held:  # the waiting line", "lock"),
+        "/slow-sql/?rows=3000000": ("slow_sql", None, "db"),
+    }
+    for path in cases:
+        assert server.get(path)[0] == 200
+    done = server.reports(len(cases), slow("finished"))
+    first = {
+        r["slowwatch"]["request"]["url"]: r["slowwatch"] for r in server.reports(4, slow("slow"))
+    }
+    for report in done:
+        doc = report["slowwatch"]
+        url = doc["request"]["url"]
+        function, line, state = cases[url]
+        frames = first[url]["stack"]["frames"]
+        assert any(f["function"] == function for f in frames), url
+        if line is not None:
+            assert frames[-1]["line"] == line
+        states = doc["profile"]["states"]
+        assert max(states, key=states.__getitem__) == state, (url, states)
+    sql = first["/slow-sql/?rows=3000000"]["sql"]["in_flight"]
+    assert sql["sql"].startswith("WITH RECURSIVE n(i) AS")

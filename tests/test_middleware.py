@@ -26,7 +26,7 @@ def test_a_slow_view_is_reported_with_its_line_then_its_outcome(collected, repor
     assert response.status_code == 200
     [slow] = reports(collected, "slow")
     [done] = reports(collected, "finished")
-    assert slow.id == done.id
+    assert slow.id == done.id == response.json()["id"]  # request.slowwatch_id
     assert slow.url == "/sleep/?s=0.7&access_token=********"
     assert slow.view == "testproject.views.sleep" and slow.route == "sleep/"
     assert slow.threshold == 0.3 and 0.3 <= slow.elapsed < 0.45
@@ -46,6 +46,7 @@ def test_a_fast_view_is_never_reported(collected):
     client = Client()
     for _ in range(20):
         assert client.get("/fast/").status_code == 200
+    assert client.get("/sleep/?s=0").json()["id"] is None  # no id, no cost
     assert reports(collected) == []
 
 

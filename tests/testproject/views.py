@@ -26,7 +26,7 @@ def fast(request: HttpRequest) -> HttpResponse:
 def sleep(request: HttpRequest) -> HttpResponse:
     seconds = _seconds(request)
     time.sleep(seconds)  # the sleeping line
-    return JsonResponse({"pid": os.getpid()})
+    return JsonResponse({"pid": os.getpid(), "id": getattr(request, "slowwatch_id", None)})
 
 
 def cpu(request: HttpRequest) -> HttpResponse:
