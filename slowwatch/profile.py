@@ -9,6 +9,7 @@ import) and as speedscope's own JSON, and tells which frames were hottest.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -142,7 +143,16 @@ class FrozenProfile:
             "exporter": "slowwatch",
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, max_bytes: int = 64 * 1024) -> dict[str, Any]:
+        """The JSON form; stacks past ``max_bytes`` of JSON are left out, hottest kept."""
+        stacks: list[dict[str, Any]] = []
+        size = 2
+        for key, count in self.stacks:
+            entry = {"frames": [list(frame) for frame in key], "count": count}
+            size += len(json.dumps(entry)) + 2
+            if size > max_bytes:
+                break
+            stacks.append(entry)
         return {
             "interval": self.interval,
             "samples": self.samples,
@@ -150,10 +160,8 @@ class FrozenProfile:
             "throttled": self.throttled,
             "states": dict(self.states),
             "cpu_time": self.cpu_time,
-            "stacks": [
-                {"frames": [list(frame) for frame in key], "count": count}
-                for key, count in self.stacks
-            ],
+            "stacks": stacks,
+            "stacks_left_out": len(self.stacks) - len(stacks),
         }
 
 

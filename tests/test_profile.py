@@ -67,3 +67,13 @@ def test_speedscope_document():
     assert sampled["samples"] == [[0, 1], [2, 3]]
     assert sampled["weights"] == [0.15, 0.05]
     assert sampled["endValue"] == 0.2
+
+
+def test_the_json_form_has_a_byte_cap():
+    profile = Profile(interval=0.05, max_samples=100_000)
+    for i in range(3000):
+        profile.add(((f"/srv/app/module_{i}.py", "function_with_a_long_name", i),))
+    doc = profile.frozen().to_dict()
+    assert len(json.dumps(doc["stacks"])) <= 64 * 1024
+    assert doc["stacks_left_out"] > 0
+    assert len(doc["stacks"]) + doc["stacks_left_out"] == 3000
