@@ -152,6 +152,9 @@ class Watchdog:
         self._heap: list[tuple[float, int, object, Watch]] = []
         self._seen: dict[object, Watch] = {}
         self._seq = itertools.count()
+        for _, claim in getattr(self, "_sampled", {}).values():
+            if claim.probe is not None:
+                claim.probe.close()  # inherited over a fork: the parent's threads
         #: key -> (watch, claim) of reported requests still running (monitor only).
         self._sampled: dict[object, tuple[Watch, Claim]] = {}
         self._next_sample = float("inf")
@@ -390,6 +393,7 @@ class Watchdog:
             claim = watch[CLAIM] = Claim(started, threshold)
             if self.active.get(key) is not watch or info is None:
                 # Finished while we looked: the stack may be another request's.
+                probe.close()
                 return
             claim.reported = True
             claim.report_id = report_id

@@ -337,3 +337,20 @@ def test_sampling_slows_down_past_its_cpu_budget(clock, snapshots, serving):
         release.set()
         thread.join(5)
         wd.stop()
+
+
+def test_no_file_descriptor_outlives_a_reported_request(watchdog, clock, snapshots, serving):
+    import os
+
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    thread = serving()
+    clock.now += 5.01
+    watchdog.poll(clock.now)
+    claim = watchdog.active[thread.ident][3]
+    watchdog.settle(claim)
+    watchdog.active.pop(thread.ident)
+    clock.now += 1
+    watchdog.poll(clock.now)  # notices the request ended, closes its probe
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) <= before
+    assert snapshots and watchdog._sampled == {}
