@@ -118,16 +118,23 @@ class ThreadProbe:
         if self._syscall_fd is None:
             return None
         try:
-            first = os.pread(self._syscall_fd, 32, 0).split(b" ", 1)[0]
+            fields = os.pread(self._syscall_fd, 64, 0).split(b" ", 3)
         except OSError:  # the thread is gone
             self.close()
             return None
-        if first == b"running":
+        if fields[0].strip() == b"running":
             return "running"
         try:
-            return SYSCALLS.get(int(first), "other")
+            name = SYSCALLS.get(int(fields[0]), "other")
         except ValueError:
             return None
+        # select()/poll() on no file descriptor at all is a sleep: Python 3.10's
+        # time.sleep is select(0, NULL, NULL, NULL, timeout).
+        if name in ("select", "pselect6") and fields[1:2] == [b"0x0"]:
+            return "nanosleep"
+        if name in ("poll", "ppoll") and fields[2:3] == [b"0x0"]:
+            return "nanosleep"
+        return name
 
     def close(self) -> None:
         fd, self._syscall_fd = self._syscall_fd, None

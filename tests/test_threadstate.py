@@ -18,6 +18,7 @@ from slowwatch.threadstate import (
     LOCK,
     OTHER,
     SLEEP,
+    SLEEP_CALLS,
     SYSCALLS,
     ThreadProbe,
     classify,
@@ -108,3 +109,17 @@ def test_each_kind_of_slow_gets_its_verdict(collected, path, state):
     states = dict(done.profile.states)
     assert max(states, key=states.__getitem__) == state, states
     assert done.profile.cpu_time is not None
+
+
+@pytest.mark.skipif(not SYSCALLS, reason="procfs syscall numbers known for x86_64 and aarch64")
+def test_time_sleep_reads_as_sleeping_on_every_python():
+    # 3.11+ sleeps in clock_nanosleep, 3.10 in select(0, NULL, NULL, NULL, timeout).
+    sleeper = threading.Thread(target=time.sleep, args=(0.5,))
+    sleeper.start()
+    try:
+        time.sleep(0.1)
+        probe = ThreadProbe(sleeper.ident or 0, sleeper.native_id)
+        assert probe.syscall() in SLEEP_CALLS
+        probe.close()
+    finally:
+        sleeper.join(5)
