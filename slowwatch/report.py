@@ -239,7 +239,8 @@ class Report:
         sql = self.sql
         if not sql or not sql.get("count") and not sql.get("in_flight"):
             return ""
-        lines = [f"SQL: {sql['count']} queries, {sql['time']:.2f} s"]
+        done = "so far" if self.kind != "finished" else "in all"
+        lines = [f"SQL {done}: {sql['count']} queries, {sql['time']:.2f} s"]
         current = sql.get("in_flight")
         if current:
             lines.append(

@@ -33,7 +33,8 @@ def normalize(sql: str) -> str:
     text = _PLACEHOLDER.sub("?", text)
     text = _NUMBER.sub("?", text)
     text = _IN_LIST.sub("(...)", text)
-    text = _SPACE.sub(" ", text).strip()
+    # A literal % is written %% in SQL that comes with parameters.
+    text = _SPACE.sub(" ", text.replace("%%", "%")).strip()
     return text[:MAX_SQL]
 
 

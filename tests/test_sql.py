@@ -22,6 +22,7 @@ from slowwatch.sqlstats import MAX_STATEMENTS, REPEATED, SqlStats, normalize
         ("SELECT  a\n  FROM t2 WHERE x = %(x)s", "SELECT a FROM t2 WHERE x = ?"),
         ("SELECT * FROM t WHERE a = $1 AND b = :b", "SELECT * FROM t WHERE a = ? AND b = ?"),
         ("SELECT col1, t2.col3 FROM t2", "SELECT col1, t2.col3 FROM t2"),
+        ("SELECT * FROM n WHERE i %% 7 = %s", "SELECT * FROM n WHERE i % ? = ?"),
     ],
 )
 def test_normalize(sql, shape):
