@@ -232,8 +232,8 @@ def sampling_cost(concurrent: int, seconds: float) -> tuple[float, int, int]:
     return (cpu1 - cpu0) / (wall1 - wall0), slow_size, done_size
 
 
-def query_cost(queries: int) -> tuple[float, float]:
-    """µs per ``SELECT 1`` through Django's cursor, without and with the query tracker."""
+def query_cost(queries: int) -> tuple[float, float, float]:
+    """µs per ``SELECT 1``: no wrapper, a pass-through wrapper, slowwatch's tracker."""
     from django.db import connection
 
     from slowwatch import runtime
@@ -252,15 +252,20 @@ def query_cost(queries: int) -> tuple[float, float]:
                 cursor.execute("SELECT 1")
             return (time.perf_counter() - t0) / queries * 1e6
 
-    without, with_ = [], []
+    def passthrough(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+        return execute(sql, params, many, context)
+
+    without, empty, with_ = [], [], []
     for _ in range(7):
         connection.execute_wrappers[:] = []
         without.append(run())
+        connection.execute_wrappers[:] = [passthrough]
+        empty.append(run())
         connection.execute_wrappers[:] = tracker
         watchdog.active[key] = [time.monotonic(), 25.0, None, None]
         with_.append(run())
         watchdog.active.pop(key, None)
-    return statistics.median(without), statistics.median(with_)
+    return statistics.median(without), statistics.median(empty), statistics.median(with_)
 
 
 # -- 5. gunicorn throughput ---------------------------------------------------
@@ -404,13 +409,16 @@ def sampling_table(raw: dict[str, Any], seconds: float) -> None:
 
 
 def sql_table(raw: dict[str, Any], queries: int) -> None:
-    without, with_ = query_cost(queries)
-    raw["sql"] = {"without": without, "with": with_}
+    without, empty, with_ = query_cost(queries)
+    raw["sql"] = {"without": without, "passthrough": empty, "with": with_}
     out(f"## Per query: `SELECT 1` on SQLite, {queries:,} queries, median of 7")
     out()
-    out("| without the tracker | with it, in a watched request | added per query |")
+    out("| no wrapper | a pass-through wrapper | slowwatch's tracker (watched request) |")
     out("|---|---|---|")
-    out(f"| {without:.2f} µs | {with_:.2f} µs | {with_ - without:+.2f} µs |")
+    out(
+        f"| {without:.2f} µs | {empty:.2f} µs ({empty - without:+.2f}) | "
+        f"{with_:.2f} µs ({with_ - without:+.2f}) |"
+    )
     out()
 
 

@@ -25,7 +25,7 @@ from slowwatch.dispatch import Dispatcher
 from slowwatch.internal import InternalLog
 from slowwatch.report import Finished, Lost, RequestInfo, Snapshot, build_report
 from slowwatch.sampler import Watchdog
-from slowwatch.sqlstats import SqlStats
+from slowwatch.sqlstats import SqlStats, normalize
 from slowwatch.watch import Claim
 
 if TYPE_CHECKING:
@@ -121,8 +121,13 @@ def finished(
         duration = time.monotonic() - claim.started
         sql: dict[str, Any] = {}
         if stats is not None:
-            seen = sorted(claim.inflight.values(), key=lambda q: -q["elapsed"])
-            sql = {**stats.summary(), "in_flight_seen": seen[:5]}
+            seen: dict[str, dict[str, Any]] = {}
+            for raw, (alias, elapsed) in claim.inflight.items():
+                shape = normalize(raw)
+                if shape not in seen or seen[shape]["elapsed"] < elapsed:
+                    seen[shape] = {"sql": shape, "alias": alias, "elapsed": elapsed}
+            longest = sorted(seen.values(), key=lambda q: -q["elapsed"])
+            sql = {**stats.summary(), "in_flight_seen": longest[:5]}
         dispatcher().submit(
             Finished(
                 report_id=claim.report_id,

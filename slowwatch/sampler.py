@@ -387,13 +387,10 @@ class Watchdog:
         started, threshold, subject = watch[STARTED], watch[THRESHOLD], watch[SUBJECT]
         info = self._describe(subject)
         report_id = uuid.uuid4().hex
-        probe = ThreadProbe(thread_of(key, watch), native_id(thread))
-        state = probe.sample(stack.frames, 0.0)
         with self._lock:
             claim = watch[CLAIM] = Claim(started, threshold)
             if self.active.get(key) is not watch or info is None:
                 # Finished while we looked: the stack may be another request's.
-                probe.close()
                 return
             claim.reported = True
             claim.report_id = report_id
@@ -401,8 +398,8 @@ class Watchdog:
             self._on_claim(subject, report_id)
             # From now on the request is sampled until it ends.
             claim.profile = Profile(self.sample_interval, self.max_samples)
-            claim.profile.add(key_of(stack.frames), state)
-            claim.probe, claim.sampled_at = probe, taken
+            claim.profile.add(key_of(stack.frames))
+            claim.native_id, claim.sampled_at = native_id(thread), taken
             self._sampled[key] = (watch, claim)
             self._next_sample = min(self._next_sample, taken + self._budget.interval)
             self._on_slow(self._snapshot("slow", claim, key, watch, stack, taken, wall, thread))
@@ -489,23 +486,30 @@ class Watchdog:
                     stack = self._stack(key, top)
                     sample, inner = key_of(stack.frames), stack.frames[-3:]
                 state = ""
-                if claim.probe is not None:
+                if claim.probe is None:
+                    # Opened here rather than when reporting, so that many
+                    # requests turning slow at once are all reported first.
+                    claim.probe = ThreadProbe(thread_of(key, watch), claim.native_id)
+                else:
                     state = claim.probe.sample(inner, now - claim.sampled_at)
                 claim.sampled_at = now
                 self._escalate(key, watch, claim, top, now)
-                query = in_flight(watch[SQL] if len(watch) > SQL else None, now)
-                taken.append((claim, sample, state, query))
+                stats = watch[SQL] if len(watch) > SQL else None
+                current = stats.current if stats is not None else None
+                taken.append((claim, sample, state, current))
         finally:
             del frames
         with self._lock:
-            for claim, sample, state, query in taken:
+            for claim, sample, state, current in taken:
                 if claim.closed or claim.profile is None:
                     continue
                 claim.profile.add(sample, state)
-                if query is not None:
-                    seen = claim.inflight.get(query["sql"])
-                    if seen is None or seen["elapsed"] < query["elapsed"]:
-                        claim.inflight[query["sql"]] = query
+                if current is not None:
+                    # Raw text here; normalized once, when the request finishes.
+                    sql, alias, started = current
+                    seen = claim.inflight.get(sql)
+                    if seen is None or seen[1] < now - started:
+                        claim.inflight[sql] = (alias, now - started)
 
     def _sql(self, watch: Watch, now: float) -> dict[str, Any]:
         """Queries so far and the one in flight, read from the request thread's stats."""

@@ -37,10 +37,12 @@ class Claim:
     info: Any = None
     profile: Profile | None = None
     probe: ThreadProbe | None = None
+    #: The kernel's id of the serving thread, for its probe.
+    native_id: int | None = None
     #: How many escalation points (``still_slow`` reports) were passed.
     escalated: int = 0
-    #: Longest time each statement was seen in flight by a sample (monitor only).
-    inflight: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: raw SQL -> (alias, longest time a sample saw it in flight); monitor only.
+    inflight: dict[str, tuple[str, float]] = field(default_factory=dict)
     #: Monotonic time of the last sample (monitor only).
     sampled_at: float = 0.0
     closed: bool = False

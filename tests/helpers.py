@@ -110,7 +110,8 @@ class Server:
             return exc.code, exc.read()
 
     def all_reports(self) -> list[dict[str, Any]]:
-        lines = self.reports_file.read_text().splitlines()
+        # The server may be halfway through writing the last line: skip it.
+        lines = self.reports_file.read_text().split("\n")[:-1]
         return [json.loads(line) for line in lines if line.strip()]
 
     def reports(
