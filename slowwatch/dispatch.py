@@ -136,6 +136,9 @@ class Dispatcher(Generic[T]):
                     self._busy = False
                     self.counts["delivered"] += 1
                     cond.notify_all()
+            # Let a waiting monitor thread have the GIL now rather than at the
+            # next switch interval: it may have deadlines to meet.
+            time.sleep(0)
 
     def pending(self) -> int:
         with self._cond:

@@ -33,7 +33,25 @@ def _cpu_percent(cpu_seconds: float) -> float | None:
     return 100 * (cpu_seconds - previous[1]) / (now - previous[0])
 
 
+#: Figures are shared by the reports of one second: when many requests turn
+#: slow at once, psutil is asked once, not once per report.
+MAX_AGE = 1.0
+_cached: tuple[float, int, dict[str, Any]] | None = None
+
+
 def figures() -> dict[str, Any]:
+    """:func:`read`, reused for up to :data:`MAX_AGE` seconds."""
+    global _cached
+    now = time.monotonic()
+    cached = _cached
+    if cached is not None and cached[1] == os.getpid() and now - cached[0] < MAX_AGE:
+        return dict(cached[2])
+    found = read()
+    _cached = (now, os.getpid(), found)
+    return dict(found)
+
+
+def read() -> dict[str, Any]:
     """RSS, open files, threads, context switches, CPU and load, or {} on failure.
 
     ``cpu_seconds`` is the process's CPU time so far; ``cpu_percent`` its CPU
