@@ -50,6 +50,8 @@ from slowwatch.sqlstats import in_flight
 from slowwatch.threadstate import ThreadProbe
 from slowwatch.watch import CLAIM, SQL, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
 
+#: Longest a round of sampling may take, so that new deadlines are not kept waiting.
+SAMPLE_SLICE = 0.005
 #: Longest sleep of an idle monitor.
 MAX_TICK = 1.0
 #: Without a heartbeat for this long, arming checks the monitor is alive (after
@@ -469,11 +471,21 @@ class Watchdog:
         return handed
 
     def _sample(self, now: float) -> None:
-        """One sample of every reported request still running, into its profile."""
+        """One sample of each reported request still running, into its profile.
+
+        A round lasts at most :data:`SAMPLE_SLICE` seconds: new deadlines come
+        first. Requests left out go to the front of the next round (each one
+        sampled goes to the back), so under a flood every request is still
+        sampled, only less often.
+        """
         frames = sys._current_frames()
         taken: list[tuple[Claim, Any, str, Any]] = []
+        give_up = time.perf_counter() + SAMPLE_SLICE
         try:
             for key, (watch, claim) in list(self._sampled.items()):
+                if time.perf_counter() > give_up:
+                    break
+                self._sampled[key] = self._sampled.pop(key)  # to the back of the line
                 if self.active.get(key) is not watch:
                     del self._sampled[key]  # it ended; its claim is closed
                     if claim.probe is not None:
