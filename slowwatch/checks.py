@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from slowwatch.conf import validate
+from slowwatch.conf import middleware_setting, raw_setting, validate
 
 MIDDLEWARE_PATH = "slowwatch.middleware.SlowWatchMiddleware"
 
@@ -22,12 +21,12 @@ MIDDLEWARE_PATH = "slowwatch.middleware.SlowWatchMiddleware"
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     return [
         Error(problem.msg, hint=problem.hint or None, id=problem.id)
-        for problem in validate(getattr(settings, "SLOWWATCH", {}))
+        for problem in validate(raw_setting())
     ]
 
 
 def check_middleware(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
-    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    middleware = middleware_setting()
     if middleware[:1] == [MIDDLEWARE_PATH]:
         return []
     where = "is not in MIDDLEWARE" if MIDDLEWARE_PATH not in middleware else "is not first"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -246,6 +246,16 @@ def _compile(key: str | re.Pattern[str]) -> re.Pattern[str]:
     return key if isinstance(key, re.Pattern) else re.compile(key)
 
 
+def raw_setting() -> object:
+    """``settings.SLOWWATCH`` as written, for validation."""
+    return getattr(django_settings, "SLOWWATCH", {})
+
+
+def middleware_setting() -> list[str]:
+    """Django's ``MIDDLEWARE``, for the placement check."""
+    return list(getattr(django_settings, "MIDDLEWARE", None) or [])
+
+
 class Settings:
     """Typed, validated access to ``SLOWWATCH``; cached until a setting changes."""
 
@@ -258,12 +268,13 @@ class Settings:
     @property
     def values(self) -> dict[str, Any]:
         if self._values is None:
-            raw = getattr(django_settings, "SLOWWATCH", {})
+            raw = raw_setting()
             problems = validate(raw)
             if problems:
                 lines = "\n".join(f"  {p.id}: {p.msg}" for p in problems)
                 raise ImproperlyConfigured(f"Invalid SLOWWATCH setting:\n{lines}")
-            self._values = {**DEFAULTS, **raw}
+            # validate() has checked it is a mapping (E001).
+            self._values = {**DEFAULTS, **cast(Mapping[str, Any], raw)}
         return self._values
 
     @property
