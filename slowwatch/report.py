@@ -23,6 +23,7 @@ from slowwatch.process import describe as describe_process
 from slowwatch.process import figures as process_figures
 from slowwatch.profile import FrozenProfile
 from slowwatch.redact import redact_url
+from slowwatch.sqlstats import SqlStats, finished_summary
 from slowwatch.threadstate import verdict
 
 #: Version of the JSON document produced by :meth:`Report.to_dict`.
@@ -74,7 +75,10 @@ class Finished:
     status_code: int | None = None
     exception: str = ""
     profile: FrozenProfile | None = None
-    sql: dict[str, Any] = field(default_factory=dict)
+    #: The request thread's query stats and what samples saw in flight; the
+    #: request has ended, so nobody writes them any more.
+    sql_stats: SqlStats | None = None
+    inflight: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +372,6 @@ def build_report(event: Snapshot | Finished | Lost) -> Report:
         status_code=event.status_code,
         exception=event.exception,
         profile=event.profile,
-        sql=event.sql,
+        sql=finished_summary(event.sql_stats, event.inflight),
         **common,
     )

@@ -25,7 +25,7 @@ from slowwatch.dispatch import Dispatcher
 from slowwatch.internal import InternalLog
 from slowwatch.report import Finished, Lost, RequestInfo, Snapshot, build_report
 from slowwatch.sampler import Watchdog
-from slowwatch.sqlstats import SqlStats, normalize
+from slowwatch.sqlstats import SqlStats
 from slowwatch.watch import Claim
 
 if TYPE_CHECKING:
@@ -119,15 +119,6 @@ def finished(
     """Send the ``finished`` transition of a reported request (request thread)."""
     with errors.guard("reporting a finished request"):
         duration = time.monotonic() - claim.started
-        sql: dict[str, Any] = {}
-        if stats is not None:
-            seen: dict[str, dict[str, Any]] = {}
-            for raw, (alias, elapsed) in claim.inflight.items():
-                shape = normalize(raw)
-                if shape not in seen or seen[shape]["elapsed"] < elapsed:
-                    seen[shape] = {"sql": shape, "alias": alias, "elapsed": elapsed}
-            longest = sorted(seen.values(), key=lambda q: -q["elapsed"])
-            sql = {**stats.summary(), "in_flight_seen": longest[:5]}
         dispatcher().submit(
             Finished(
                 report_id=claim.report_id,
@@ -140,7 +131,9 @@ def finished(
                 status_code=getattr(response, "status_code", None),
                 exception=type(exc).__qualname__ if exc is not None else "",
                 profile=claim.final,
-                sql=sql,
+                # Summarised on the reporter thread, not here on the request's.
+                sql_stats=stats,
+                inflight=claim.inflight,
             )
         )
 

@@ -94,3 +94,21 @@ def in_flight(stats: SqlStats | None, now: float) -> dict[str, Any] | None:
         return None
     sql, alias, started = current
     return {"sql": normalize(sql), "alias": alias, "elapsed": max(0.0, now - started)}
+
+
+def finished_summary(
+    stats: SqlStats | None, inflight: dict[str, tuple[str, float]]
+) -> dict[str, Any]:
+    """The ``sql`` of a finished report: the request's stats and what samples saw in flight.
+
+    Runs on the reporter thread: the request has ended, nobody writes these any more.
+    """
+    if stats is None:
+        return {}
+    seen: dict[str, dict[str, Any]] = {}
+    for raw, (alias, elapsed) in inflight.items():
+        shape = normalize(raw)
+        if shape not in seen or seen[shape]["elapsed"] < elapsed:
+            seen[shape] = {"sql": shape, "alias": alias, "elapsed": elapsed}
+    longest = sorted(seen.values(), key=lambda q: -q["elapsed"])
+    return {**stats.summary(), "in_flight_seen": longest[:5]}
