@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 class SlowWatchConfig(AppConfig):
     name = "slowwatch"
     verbose_name = "slowwatch"
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         # Only checks here: no thread starts before the first watched request.

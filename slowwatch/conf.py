@@ -25,14 +25,23 @@ DEFAULTS: dict[str, Any] = {
     "THRESHOLD": 25.0,
     "THRESHOLDS": {},
     "IGNORE": [],
-    "REPORTERS": ["slowwatch.reporters.LoggingReporter"],
+    "REPORTERS": [
+        "slowwatch.reporters.LoggingReporter",
+        "slowwatch.reporters.DatabaseReporter",
+    ],
     "QUEUE_SIZE": 100,
     "HIDE_SERVER_FRAMES": True,
     "SAMPLE_INTERVAL": 0.05,
     "MAX_SAMPLES": 12_000,
     "ESCALATIONS": [],
     "CAPTURE_LOCALS": False,
+    "DATABASE_ALIAS": "default",
+    "RETENTION": {"MAX_AGE_DAYS": 30, "MAX_ROWS": 50_000},
+    "RUNTIME_CONTROL": True,
 }
+
+#: Keys of ``RETENTION``; a missing key keeps its default, None means no limit.
+RETENTION_KEYS = ("MAX_AGE_DAYS", "MAX_ROWS")
 
 #: Marks a request that is not watched at all.
 EXEMPT = "exempt"
@@ -112,7 +121,7 @@ def validate(raw: object) -> list[Problem]:
                 f"Known keys: {', '.join(DEFAULTS)}.",
             )
         )
-    for key in ("ENABLED", "HIDE_SERVER_FRAMES", "CAPTURE_LOCALS"):
+    for key in ("ENABLED", "HIDE_SERVER_FRAMES", "CAPTURE_LOCALS", "RUNTIME_CONTROL"):
         if key in raw and not isinstance(raw[key], bool):
             problems.append(
                 Problem(
@@ -158,6 +167,39 @@ def validate(raw: object) -> list[Problem]:
                 "SLOWWATCH['ESCALATIONS'] must be a list of numbers above 1, "
                 f"not {escalations!r}.",
                 "Multiples of the threshold, e.g. [2, 4]: a 'still slow' report at 2x and 4x.",
+            )
+        )
+    problems += _validate_storage(raw)
+    return problems
+
+
+def _validate_storage(raw: Mapping[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    alias = raw.get("DATABASE_ALIAS", DEFAULTS["DATABASE_ALIAS"])
+    databases = getattr(django_settings, "DATABASES", {}) or {}
+    if not isinstance(alias, str) or alias not in databases:
+        problems.append(
+            Problem(
+                "slowwatch.E014",
+                f"SLOWWATCH['DATABASE_ALIAS'] is {alias!r}, which is not in DATABASES.",
+                f"Name one of: {', '.join(map(str, databases)) or '(none configured)'}.",
+            )
+        )
+    retention = raw.get("RETENTION", DEFAULTS["RETENTION"])
+    bad = not isinstance(retention, Mapping) or any(k not in RETENTION_KEYS for k in retention)
+    if not bad:
+        days = retention.get("MAX_AGE_DAYS")
+        rows = retention.get("MAX_ROWS")
+        bad = (days is not None and positive_seconds(days) is None) or (
+            rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1)
+        )
+    if bad:
+        problems.append(
+            Problem(
+                "slowwatch.E015",
+                f"SLOWWATCH['RETENTION'] must be a dict with MAX_AGE_DAYS (days > 0 or None) "
+                f"and MAX_ROWS (an int > 0 or None), not {retention!r}.",
+                'The default is {"MAX_AGE_DAYS": 30, "MAX_ROWS": 50_000}.',
             )
         )
     return problems
@@ -326,6 +368,21 @@ class Settings:
     @property
     def hide_server_frames(self) -> bool:
         return bool(self.values["HIDE_SERVER_FRAMES"])
+
+    @property
+    def database_alias(self) -> str:
+        return str(self.values["DATABASE_ALIAS"])
+
+    @property
+    def retention(self) -> tuple[float | None, int | None]:
+        """(max age in days, max rows); None where there is no limit."""
+        found = {**DEFAULTS["RETENTION"], **self.values["RETENTION"]}
+        days, rows = found["MAX_AGE_DAYS"], found["MAX_ROWS"]
+        return (None if days is None else float(days), None if rows is None else int(rows))
+
+    @property
+    def runtime_control(self) -> bool:
+        return bool(self.values["RUNTIME_CONTROL"])
 
 
 settings = Settings()

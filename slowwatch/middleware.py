@@ -63,7 +63,9 @@ class SlowWatchMiddleware:
         if self.async_mode:
             # Tells Django this instance's __call__ returns a coroutine.
             markcoroutinefunction(self)
-        self.threshold = settings.threshold
+        #: None while watching is paused from the admin.
+        self.threshold: float | None = settings.threshold
+        self.configured_threshold = settings.threshold
         rules = settings.rules
         self.path_rules = rules if rules.paths else None
         self.name_rules = rules.names
@@ -85,10 +87,24 @@ class SlowWatchMiddleware:
             watchdog.boundary.update(
                 (SlowWatchMiddleware.__call__.__code__, SlowWatchMiddleware.__acall__.__code__)
             )
+        runtime.register(self)
+
+    def apply_control(self, control: runtime.ControlState) -> None:
+        """Pause, resume or re-time watching (see the admin's settings page).
+
+        One attribute store: the request path reads ``self.threshold`` anyway,
+        so runtime control costs it nothing.
+        """
+        threshold = control.threshold or self.configured_threshold
+        if not control.paused:
+            self.watchdog.require(threshold)
+        self.threshold = None if control.paused else threshold
 
     def _threshold(self, request: HttpRequest) -> float | None:
         """The request's threshold by path rule; None when it is not watched."""
         threshold = self.threshold
+        if threshold is None:
+            return None
         if self.path_rules is not None:
             rule = self.path_rules.for_path(request.path_info)
             if rule == EXEMPT:
@@ -101,7 +117,7 @@ class SlowWatchMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         threshold = self.threshold if self.path_rules is None else self._threshold(request)
-        if threshold is None:
+        if threshold is None:  # ignored, or watching is paused
             return self.get_response(request)
         # Watchdog.arm and Watchdog.disarm, inlined (this is the per-request
         # cost of slowwatch; see benchmarks/overhead.py).

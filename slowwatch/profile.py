@@ -85,6 +85,37 @@ class FrozenProfile:
     states: tuple[tuple[str, int], ...] = ()
     cpu_time: float | None = None
 
+    @classmethod
+    def from_dict(cls, doc: object) -> FrozenProfile:
+        """Back from :meth:`to_dict` (a stored report); what is malformed is skipped."""
+        doc = doc if isinstance(doc, dict) else {}
+        stacks: list[tuple[Key, int]] = []
+        raw_stacks = doc.get("stacks")
+        for entry in raw_stacks if isinstance(raw_stacks, list) else ():
+            try:
+                key = tuple((str(f), str(fn), int(no)) for f, fn, no in entry["frames"])
+                count = int(entry["count"])
+            except (TypeError, ValueError, KeyError):
+                continue
+            if count > 0:
+                stacks.append((key, count))
+        states = doc.get("states")
+        interval = doc.get("interval")
+        cpu_time = doc.get("cpu_time")
+        return cls(
+            interval=float(interval) if isinstance(interval, (int, float)) else 0.0,
+            samples=sum(count for _, count in stacks),
+            stacks=tuple(stacks),
+            decimated=bool(doc.get("decimated")),
+            throttled=bool(doc.get("throttled")),
+            states=tuple(
+                (str(k), int(v))
+                for k, v in (states.items() if isinstance(states, dict) else ())
+                if isinstance(v, (int, float))
+            ),
+            cpu_time=float(cpu_time) if isinstance(cpu_time, (int, float)) else None,
+        )
+
     def collapsed(self, max_bytes: int = 64 * 1024) -> str:
         """``file:function:line;...;file:function:line count`` lines, hottest first."""
         lines: list[str] = []

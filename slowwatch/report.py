@@ -43,6 +43,8 @@ class RequestInfo:
     view: str = ""
     route: str = ""
     host: str = ""
+    #: The user's pk, when the request had loaded its user before it was read.
+    user_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,7 @@ class Report:
     #: Queries: count and time; in flight (``slow``); slowest and repeated (``finished``).
     sql: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    user_id: str = ""
 
     def summary(self) -> str:
         url = _one_line(self.url)
@@ -271,6 +274,7 @@ class Report:
                 "view": self.view,
                 "route": self.route,
                 "host": self.host,
+                **({"user_id": self.user_id} if self.user_id else {}),
             },
             "process": {
                 "hostname": self.hostname,
@@ -335,6 +339,7 @@ def build_report(event: Snapshot | Finished | Lost) -> Report:
         "view": req.view,
         "route": req.route,
         "host": _one_line(req.host),
+        "user_id": req.user_id,
         "hostname": _HOSTNAME,
         "pid": event.pid or os.getpid(),
     }

@@ -13,10 +13,15 @@ import contextlib
 import os
 import threading
 import time
+import uuid
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.apps import apps
 from django.core.signals import setting_changed
+from django.db import connections
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
@@ -36,8 +41,31 @@ if TYPE_CHECKING:
 errors = InternalLog()
 _lock = threading.Lock()
 _watchdog: Watchdog | None = None
-_dispatcher: Dispatcher[Snapshot | Finished | Lost] | None = None
+_dispatcher: Dispatcher[Event] | None = None
 _reporters: list[Reporter] | None = None
+
+
+class Refresh:
+    """Queued by the monitor every few seconds: re-read the runtime control row."""
+
+
+REFRESH = Refresh()
+Event = Snapshot | Finished | Lost | Refresh
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """What the admin's settings page set: applies to every worker's middleware."""
+
+    paused: bool = False
+    #: Replaces ``SLOWWATCH["THRESHOLD"]`` (per-URL rules still apply).
+    threshold: float | None = None
+    changed_at: float | None = None
+
+
+control = ControlState()
+#: Every SlowWatchMiddleware of this process, told when the control changes.
+_middlewares: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _plain(obj: object, name: str) -> Any:
@@ -53,6 +81,22 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _user_id(request: Any) -> str:
+    """The pk of the request's user, only if the request thread already loaded it.
+
+    ``request.user`` is lazy: touching it here would run authentication (and a
+    query) on the monitor thread. What auth's middleware cached is plain data.
+    """
+    user = _plain(request, "_cached_user") or _plain(request, "_acached_user")
+    meta = getattr(type(user), "_meta", None)
+    pk = getattr(meta, "pk", None)
+    attname = getattr(pk, "attname", None)
+    if user is None or not isinstance(attname, str):
+        return ""  # not loaded, or AnonymousUser
+    value = _plain(user, attname)
+    return str(value) if isinstance(value, (int, str, uuid.UUID)) else ""
+
+
 def describe(request: Any) -> RequestInfo | None:
     """What a report needs from the live request. Runs on the monitor thread."""
     meta = _plain(request, "META")
@@ -65,12 +109,13 @@ def describe(request: Any) -> RequestInfo | None:
         view=_text(_plain(match, "_func_path")) if match is not None else "",
         route=_text(_plain(match, "route")) if match is not None else "",
         host=_text(meta.get("HTTP_HOST") or meta.get("SERVER_NAME")),
+        user_id=_user_id(request),
     )
 
 
-def lost(event: Snapshot | Finished | Lost) -> Lost | None:
+def lost(event: Event) -> Lost | None:
     """The notice that replaces a dropped report."""
-    if isinstance(event, Lost):
+    if isinstance(event, (Lost, Refresh)):
         return None
     dropped = event.kind if isinstance(event, Snapshot) else "finished"
     return Lost(event.report_id, event.request, event.pid, dropped, "queue_full")
@@ -86,7 +131,7 @@ def tag(request: Any, report_id: str) -> None:
         vars(request)["slowwatch_id"] = report_id
 
 
-def dispatcher() -> Dispatcher[Snapshot | Finished | Lost]:
+def dispatcher() -> Dispatcher[Event]:
     global _dispatcher
     if _dispatcher is None:
         with _lock:
@@ -107,7 +152,47 @@ def watchdog() -> Watchdog:
                 _watchdog = Watchdog(
                     on_slow=queue.submit, describe=describe, on_claim=tag, errors=errors
                 )
+                if settings.runtime_control and apps.is_installed("slowwatch"):
+                    _watchdog.housekeeping = schedule_refresh
     return _watchdog
+
+
+def schedule_refresh() -> None:
+    """Monitor thread: have the reporter thread re-read the control row."""
+    queue = dispatcher()
+    # Reports first: a busy queue can wait for the next round.
+    if queue.pending() < queue.maxsize // 2:
+        queue.submit(REFRESH)
+
+
+def register(middleware: Any) -> None:
+    """Keep ``middleware`` told of the runtime control, starting now."""
+    _middlewares.add(middleware)
+    middleware.apply_control(control)
+
+
+def apply_control(state: ControlState) -> None:
+    global control
+    if state != control:
+        control = state
+        for middleware in list(_middlewares):
+            middleware.apply_control(state)
+
+
+def refresh_control() -> None:
+    """Read the control row and apply it (reporter thread, or the admin's view)."""
+    from slowwatch.models import Control
+
+    alias = settings.database_alias
+    try:
+        row = Control._default_manager.using(alias).filter(pk=1).first()
+    finally:
+        if threading.current_thread().name == "slowwatch-reporter":
+            connections[alias].close()
+    if row is None:
+        apply_control(ControlState())
+    else:
+        apply_control(ControlState(row.paused, row.threshold, row.changed_at.timestamp()))
 
 
 def finished(
@@ -150,8 +235,12 @@ def reporters() -> Sequence[Reporter]:
     return found
 
 
-def deliver(event: Snapshot | Finished | Lost) -> None:
+def deliver(event: Event) -> None:
     """Build the report and run every reporter, each on its own guard."""
+    if isinstance(event, Refresh):
+        with errors.guard("reading the runtime control"):
+            refresh_control()
+        return
     report = build_report(event)
     for reporter in reporters():
         with errors.guard(f"reporter {type(reporter).__qualname__}"):

@@ -57,6 +57,8 @@ MAX_TICK = 1.0
 #: Without a heartbeat for this long, arming checks the monitor is alive (after
 #: a fork without fork hooks, as under uWSGI, the thread is simply gone).
 STALE_AFTER = 10.0
+#: Seconds between two calls of :attr:`Watchdog.housekeeping`.
+HOUSEKEEPING_PERIOD = 10.0
 
 
 def native_id(thread: threading.Thread | None) -> int | None:
@@ -113,6 +115,10 @@ class Watchdog:
         #: delete entries (single dict operations, atomic); the monitor only reads.
         self.active: dict[object, Watch] = {}
         self.tick = MAX_TICK
+        #: Called on the monitor thread every ``housekeeping_period`` seconds,
+        #: first on its first poll. It must return at once (hand work elsewhere).
+        self.housekeeping: Callable[[], object] | None = None
+        self.housekeeping_period = HOUSEKEEPING_PERIOD
         self._reset()
         ref = weakref.WeakMethod(self._reset)
 
@@ -160,6 +166,7 @@ class Watchdog:
         #: key -> (watch, claim) of reported requests still running (monitor only).
         self._sampled: dict[object, tuple[Watch, Claim]] = {}
         self._next_sample = float("inf")
+        self._next_housekeeping = -float("inf")
         self._budget = CpuBudget(self.cpu_budget, self.sample_interval, self._clock())
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -297,6 +304,10 @@ class Watchdog:
         """File new watches, capture the due ones; return seconds until the next poll."""
         self.beat = now
         cpu = time.thread_time()
+        if now >= self._next_housekeeping and self.housekeeping is not None:
+            self._next_housekeeping = now + self.housekeeping_period
+            with self._errors.guard("housekeeping"):
+                self.housekeeping()
         heap, active = self._heap, self.active
         # dict.copy() is one step while request threads keep changing `active`.
         current = active.copy()

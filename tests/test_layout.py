@@ -19,6 +19,7 @@ CORE = [
     "slowwatch.dispatch",
     "slowwatch.internal",
     "slowwatch.process",
+    "slowwatch.flame",
 ]
 
 

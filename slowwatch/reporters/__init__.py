@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slowwatch.reporters.base import Reporter
+from slowwatch.reporters.database import DatabaseReporter
 from slowwatch.reporters.log import LoggingReporter
 
-__all__ = ["LoggingReporter", "Reporter"]
+__all__ = ["DatabaseReporter", "LoggingReporter", "Reporter"]

@@ -14,35 +14,73 @@ ROOT_URLCONF = "testproject.urls"
 USE_TZ = True
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
     "slowwatch",
 ]
 
 MIDDLEWARE = [
     "slowwatch.middleware.SlowWatchMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("SLOWWATCH_TEST_DB", str(BASE_DIR / "test.sqlite3")),
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
+]
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+PG = {
+    "ENGINE": "django.db.backends.postgresql",
+    "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+    "PORT": os.environ.get("PGPORT", "5432"),
+    "USER": os.environ.get("PGUSER", "postgres"),
+    "NAME": os.environ.get("PGDATABASE", "test"),
+    "PASSWORD": os.environ.get("PGPASSWORD", ""),
 }
+
+# SLOWWATCH_TEST_DATABASE=postgresql runs the whole suite's database tests on
+# PostgreSQL instead of SQLite.
+if os.environ.get("SLOWWATCH_TEST_DATABASE") == "postgresql":
+    DATABASES = {"default": dict(PG)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("SLOWWATCH_TEST_DB", str(BASE_DIR / "test.sqlite3")),
+        }
+    }
 
 # The PostgreSQL the machine runs (CI starts it): for queries that wait in the server.
 if os.environ.get("SLOWWATCH_TEST_PG", "1") != "0":
-    DATABASES["pg"] = {
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-        "PORT": os.environ.get("PGPORT", "5432"),
-        "USER": os.environ.get("PGUSER", "postgres"),
-        "NAME": os.environ.get("PGDATABASE", "test"),
-        "PASSWORD": os.environ.get("PGPASSWORD", ""),
-    }
+    DATABASES["pg"] = dict(PG)
 
-SLOWWATCH = {"THRESHOLD": float(os.environ.get("SLOWWATCH_TEST_THRESHOLD", "0.3"))}
+SLOWWATCH = {
+    "THRESHOLD": float(os.environ.get("SLOWWATCH_TEST_THRESHOLD", "0.3")),
+    # Tests that store reports ask for the DatabaseReporter themselves.
+    "REPORTERS": os.environ.get(
+        "SLOWWATCH_TEST_REPORTERS", "slowwatch.reporters.LoggingReporter"
+    ).split(","),
+    "RUNTIME_CONTROL": os.environ.get("SLOWWATCH_TEST_CONTROL") == "1",
+}
 
 # Real-server tests read reports back from a JSON-lines file.
 _REPORTS = os.environ.get("SLOWWATCH_TEST_REPORTS")

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from django.contrib import admin
 from django.urls import path
 
 from testproject import views
 
 urlpatterns = [
+    path("admin/", admin.site.urls),
     path("fast/", views.fast, name="fast"),
     path("sleep/", views.sleep, name="sleep"),
     path("other-sleep/", views.sleep, name="other-sleep"),

@@ -1,0 +1,118 @@
+"""What the detail page of a slow request shows, computed from its stored row.
+
+Only numbers and plain strings leave here: the template escapes every string,
+and the numbers placed into SVG attributes are formatted without localisation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from slowwatch.flame import Box, layout
+from slowwatch.models import SlowRequest
+from slowwatch.profile import FrozenProfile
+from slowwatch.threadstate import LABELS
+
+#: Pixel height of a flame graph row.
+ROW = 18
+#: Colours of the verdict bar, by state; anything else counts as "waiting".
+SHARE_KEYS = ("cpu", "db", "io", "sleep", "lock", "gil")
+
+
+def _fill(box: Box) -> str:
+    # Your code warm, Django green, other libraries blue, the standard library grey.
+    if box.kind == "app":
+        return f"hsl({box.hue % 50},85%,{62 + box.hue % 10}%)"
+    if box.kind == "django":
+        return f"hsl({120 + box.hue % 40},45%,{62 + box.hue % 10}%)"
+    if box.kind == "lib":
+        return f"hsl({195 + box.hue % 40},55%,{68 + box.hue % 10}%)"
+    return f"hsl(0,0%,{72 + box.hue % 12}%)"
+
+
+def flame(obj: SlowRequest) -> dict[str, Any]:
+    graph = layout(obj.profile)
+    boxes = [
+        {
+            "box": box,
+            "x": f"{box.x:.4f}",
+            "width": f"{box.width:.4f}",
+            "y": box.depth * ROW,
+            "fill": _fill(box),
+        }
+        for box in graph.boxes
+    ]
+    profile = obj.profile if isinstance(obj.profile, dict) else {}
+    interval = profile.get("interval")
+    return {
+        "flame": graph,
+        "flame_boxes": boxes,
+        "flame_height": graph.height(ROW),
+        "interval_ms": f"{interval * 1000:g}" if isinstance(interval, (int, float)) else "",
+    }
+
+
+def hottest(obj: SlowRequest, n: int = 10) -> list[dict[str, Any]]:
+    profile = FrozenProfile.from_dict(obj.profile)
+    return [
+        {"filename": f, "function": fn, "lineno": no, "percent": f"{share:.0%}"}
+        for (f, fn, no), share in profile.hottest(n)
+    ]
+
+
+def share_bars(obj: SlowRequest) -> list[dict[str, Any]]:
+    """The verdict as a bar: one segment per state, largest first."""
+    states = obj.states if isinstance(obj.states, dict) else {}
+    counts = {k: float(v) for k, v in states.items() if isinstance(v, (int, float)) and v > 0}
+    total = sum(counts.values())
+    bars: list[dict[str, Any]] = []
+    x = 0.0
+    for key, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        share = count / total
+        bars.append(
+            {
+                "key": key if key in SHARE_KEYS else "other",
+                "label": LABELS.get(key, key),
+                "percent": f"{share:.0%}",
+                "x": f"{x * 100:.4f}",
+                "width": f"{share * 100:.4f}",
+            }
+        )
+        x += share
+    return bars
+
+
+def timeline(obj: SlowRequest) -> list[dict[str, Any]]:
+    entries = []
+    for entry in obj.timeline if isinstance(obj.timeline, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        at = entry.get("at")
+        elapsed = entry.get("elapsed")
+        entries.append(
+            {
+                "kind": str(entry.get("kind", "")),
+                "at": datetime.fromtimestamp(at, tz=timezone.utc)
+                if isinstance(at, (int, float))
+                else None,
+                "elapsed": elapsed if isinstance(elapsed, (int, float)) else None,
+            }
+        )
+    return entries
+
+
+def context(obj: SlowRequest) -> dict[str, Any]:
+    stack = obj.stack if isinstance(obj.stack, dict) else {}
+    frames = stack.get("frames")
+    return {
+        **flame(obj),
+        "hottest": hottest(obj),
+        "share_bars": share_bars(obj),
+        "frames": [f for f in frames if isinstance(f, dict)] if isinstance(frames, list) else [],
+        "hidden": stack.get("hidden") or 0,
+        "truncated": stack.get("truncated") or 0,
+        "sql": obj.sql if isinstance(obj.sql, dict) else {},
+        "process": sorted((obj.process if isinstance(obj.process, dict) else {}).items()),
+        "timeline": timeline(obj),
+    }

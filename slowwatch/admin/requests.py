@@ -1,0 +1,241 @@
+"""The ModelAdmin of :class:`~slowwatch.models.SlowRequest` and its extra pages."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, cast
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+)
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.http import urlencode
+from django.utils.text import slugify
+
+from slowwatch.admin import control, detail, summary
+from slowwatch.conf import settings
+from slowwatch.models import SlowRequest
+from slowwatch.profile import FrozenProfile
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+if TYPE_CHECKING:
+    _Base = admin.ModelAdmin[SlowRequest]
+else:  # ModelAdmin is generic for type checkers only
+    _Base = admin.ModelAdmin
+
+
+class SlowRequestAdmin(_Base):
+    list_display = [
+        "started_at",
+        "method",
+        "short_path",
+        "view",
+        "seconds",
+        "state",
+        "cpu",
+        "db",
+        "outcome",
+    ]
+    list_display_links = ["started_at", "short_path"]
+    list_filter = ["state", "method", "view", "started_at"]
+    date_hierarchy = "started_at"
+    search_fields = ["path", "view", "=request_id"]
+    ordering = ["-started_at"]
+    list_per_page = 50
+    # COUNT(*) over a big table on every page view is not worth it.
+    show_full_result_count = False
+    actions = ["purge_endpoints"]
+    change_list_template = "admin/slowwatch/slowrequest/change_list.html"
+
+    # -- read-only -------------------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SlowRequest]:
+        rows = super().get_queryset(request).using(settings.database_alias)
+        return cast("QuerySet[SlowRequest]", rows)
+
+    # -- columns ---------------------------------------------------------
+
+    @admin.display(description="path", ordering="path")
+    def short_path(self, obj: SlowRequest) -> str:
+        return obj.path if len(obj.path) <= 80 else obj.path[:79] + "…"
+
+    @admin.display(description="duration", ordering="duration")
+    def seconds(self, obj: SlowRequest) -> str:
+        return f"{obj.duration:.2f} s"
+
+    @admin.display(description="CPU", ordering="cpu_share")
+    def cpu(self, obj: SlowRequest) -> str:
+        return _percent(obj.cpu_share)
+
+    @admin.display(description="DB", ordering="db_share")
+    def db(self, obj: SlowRequest) -> str:
+        return _percent(obj.db_share)
+
+    @admin.display(description="status", ordering="status_code")
+    def outcome(self, obj: SlowRequest) -> str:
+        if obj.exception:
+            return obj.exception
+        return str(obj.status_code) if obj.status_code else "–"
+
+    # -- actions ---------------------------------------------------------
+
+    @admin.action(
+        description="Purge every record of the selected requests' endpoints",
+        permissions=["delete"],
+    )
+    def purge_endpoints(self, request: HttpRequest, queryset: QuerySet[SlowRequest]) -> None:
+        endpoints = set(queryset.values_list("route", "method").distinct())
+        rows = self.get_queryset(request)
+        deleted = 0
+        for route, method in endpoints:
+            deleted += rows.filter(route=route, method=method).delete()[0]
+        self.message_user(
+            request,
+            f"Deleted {deleted} slow request(s) of {len(endpoints)} endpoint(s).",
+            messages.SUCCESS,
+        )
+
+    # -- pages -----------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        own = [
+            path("summary/", wrap(self.summary_view), name="slowwatch_summary"),
+            path("settings/", wrap(self.settings_view), name="slowwatch_settings"),
+            path(
+                "<path:object_id>/speedscope/",
+                wrap(self.download_view),
+                {"fmt": "speedscope"},
+                name="slowwatch_speedscope",
+            ),
+            path(
+                "<path:object_id>/collapsed/",
+                wrap(self.download_view),
+                {"fmt": "collapsed"},
+                name="slowwatch_collapsed",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def _require_view(self, request: HttpRequest, obj: Any = None) -> None:
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+
+    def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "has_view_permission": True,
+            **extra,
+        }
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """The detail page (there is nothing to change)."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("No such slow request.")
+        self._require_view(request, obj)
+        context = self._context(
+            request,
+            f"{obj.method} {obj.path[:120]}",
+            original=obj,
+            object_id=obj.pk,
+            **detail.context(obj),
+            has_delete_permission=self.has_delete_permission(request, obj),
+            requests_url=_requests_url(obj.route, obj.method),
+            **(extra_context or {}),
+        )
+        return TemplateResponse(request, "admin/slowwatch/slowrequest/detail.html", context)
+
+    def download_view(self, request: HttpRequest, object_id: str, fmt: str) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("No such slow request.")
+        self._require_view(request, obj)
+        profile = FrozenProfile.from_dict(obj.profile)
+        name = f"slowwatch-{slugify(obj.endpoint)[:40] or 'request'}-{obj.request_id[:8]}"
+        if fmt == "speedscope":
+            body = json.dumps(profile.speedscope(f"{obj.method} {obj.path[:200]}"))
+            response = HttpResponse(body, content_type="application/json")
+            filename = f"{name}.speedscope.json"
+        else:
+            response = HttpResponse(
+                profile.collapsed(max_bytes=1 << 24), content_type="text/plain"
+            )
+            filename = f"{name}.collapsed.txt"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def summary_view(self, request: HttpRequest) -> TemplateResponse:
+        self._require_view(request)
+        key, length = summary.window(request.GET.get("window"))
+        rows = summary.endpoints(self.get_queryset(request), summary.since(length))
+        for row in rows:
+            row.url = _requests_url(row.route, row.method)  # type: ignore[attr-defined]
+        context = self._context(
+            request,
+            "Slow endpoints",
+            endpoints=rows,
+            windows=[(k, label, k == key) for k, label, _ in summary.WINDOWS],
+            window=key,
+            limit=summary.MAX_ENDPOINTS,
+        )
+        return TemplateResponse(request, "admin/slowwatch/slowrequest/summary.html", context)
+
+    def settings_view(self, request: HttpRequest) -> HttpResponseBase:
+        self._require_view(request)
+        if request.method == "POST":
+            if not request.user.is_superuser:
+                raise PermissionDenied
+            form = control.ControlForm(request.POST)
+            if form.is_valid():
+                control.save(form, request)
+                self.message_user(
+                    request,
+                    "Saved. Every worker applies it within about "
+                    f"{control.PERIOD:g} seconds (this one already has).",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(request.path)
+        else:
+            form = control.ControlForm(initial=control.initial())
+        context = self._context(
+            request,
+            "slowwatch settings",
+            form=form,
+            can_change=request.user.is_superuser,
+            **control.describe(),
+        )
+        return TemplateResponse(request, "admin/slowwatch/slowrequest/settings.html", context)
+
+
+def _requests_url(route: str, method: str) -> str:
+    base = reverse("admin:slowwatch_slowrequest_changelist")
+    return f"{base}?{urlencode({'route': route, 'method': method})}"

@@ -1,0 +1,173 @@
+"""A sampled profile laid out as an icicle flame graph, as plain data for a template.
+
+Reports keep their profile as JSON (see :meth:`slowwatch.profile.FrozenProfile.to_dict`),
+possibly read back from a database column. :func:`layout` merges its stacks into a
+tree and places one box per call site, in percent of the total width, root row on
+top. It writes no markup: the template draws the SVG and autoescapes every string,
+so file and function names (which may be anything) come back verbatim. The input
+is untrusted: whatever is malformed is skipped, never raised on.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import sysconfig
+import zlib
+from dataclasses import dataclass, field
+
+#: Frames merged into the tree at most; the stacks past it still count in the total.
+MAX_FRAMES = 500_000
+
+_Frame = tuple[str, str, int]
+_STDLIB = tuple(
+    sysconfig.get_paths()[name].replace("\\", "/").rstrip("/") + "/"
+    for name in ("stdlib", "platstdlib")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    depth: int  # 0 = the outermost frames' row
+    x: float  # left edge, percent of the total width
+    width: float  # percent of the total width
+    function: str
+    filename: str
+    lineno: int
+    label: str  # "function (file.py:line)"
+    title: str  # "function — /full/path.py:line — 45.0 % (12 samples, 0.60 s)"
+    share: float  # 0..1 of all samples
+    samples: int
+    kind: str  # "app", "lib", "stdlib" or "django"
+    hue: int  # 0..359, stable per function and file
+
+
+@dataclass(frozen=True, slots=True)
+class FlameGraph:
+    boxes: tuple[Box, ...]
+    depth: int  # rows
+    samples: int
+    left_out: int  # call sites not drawn: too narrow, or past max_boxes
+
+    def height(self, row: int = 18) -> int:
+        return self.depth * row
+
+
+@dataclass(slots=True)
+class _Node:
+    samples: float = 0.0
+    children: dict[_Frame, _Node] = field(default_factory=dict)
+
+
+def layout(
+    profile: object, *, min_width: float = 0.1, max_boxes: int = 2000, max_depth: int = 200
+) -> FlameGraph:
+    """Boxes of ``profile`` (its JSON form), widest kept first, sorted by row then x."""
+    data = profile if isinstance(profile, dict) else {}
+    stacks = data.get("stacks")
+    root, total, nodes, budget = _Node(), 0.0, 0, MAX_FRAMES
+    for stack in stacks if isinstance(stacks, list) else ():
+        count = _count(stack.get("count")) if isinstance(stack, dict) else 0.0
+        total += count
+        frames = stack.get("frames") if count else None
+        node = root
+        # A stack is drawn down to its first invalid frame (the outer ones still hold).
+        for item in frames[: max(0, min(max_depth, budget))] if isinstance(frames, list) else ():
+            frame = _frame(item)
+            if frame is None:
+                break
+            budget -= 1
+            child = node.children.get(frame)
+            if child is None:
+                child = node.children[frame] = _Node()
+                nodes += 1
+            child.samples += count
+            node = child
+    if not math.isfinite(total) or total <= 0:
+        return FlameGraph(boxes=(), depth=0, samples=0, left_out=0)
+
+    boxes: list[Box] = []
+    heap: list[tuple[float, int, int, float, _Frame, _Node]] = []
+    seq = itertools.count()  # ties in the heap: first pushed, first drawn
+
+    def push(parent: _Node, depth: int, start: float) -> None:
+        for frame, child in sorted(parent.children.items(), key=_order):
+            if child.samples / total * 100 >= min_width:
+                heapq.heappush(heap, (-child.samples, next(seq), depth, start, frame, child))
+            start += child.samples
+
+    push(root, 0, 0.0)
+    seconds = _count(data.get("interval")) or None
+    while heap and len(boxes) < max_boxes:
+        _, _, depth, start, frame, node = heapq.heappop(heap)
+        boxes.append(_box(frame, node.samples, depth, start, total, seconds))
+        push(node, depth + 1, start)
+    boxes.sort(key=lambda b: (b.depth, b.x))
+    return FlameGraph(
+        boxes=tuple(boxes),
+        depth=max((b.depth + 1 for b in boxes), default=0),
+        samples=round(total),
+        left_out=nodes - len(boxes),
+    )
+
+
+def _count(raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return 0.0
+    # The bounds also keep out NaN, infinities and ints too big for a float.
+    return float(raw) if 0 < raw < 1e300 else 0.0
+
+
+def _frame(raw: object) -> _Frame | None:
+    if not isinstance(raw, (list, tuple)) or len(raw) != 3:
+        return None
+    filename, function, lineno = raw
+    # lineno is bounded: a huge int would not even convert to text.
+    if isinstance(filename, str) and isinstance(function, str) and type(lineno) is int:
+        return (filename, function, lineno) if 0 <= lineno < 2**31 else None
+    return None
+
+
+def _order(item: tuple[_Frame, _Node]) -> tuple[float, str, str, int]:
+    (filename, function, lineno), node = item
+    return (-node.samples, function, filename, lineno)
+
+
+def _box(
+    frame: _Frame, samples: float, depth: int, start: float, total: float, interval: float | None
+) -> Box:
+    filename, function, lineno = frame
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    share, count = samples / total, round(samples)
+    detail = f"{count} sample{'' if count == 1 else 's'}"
+    if interval is not None and math.isfinite(samples * interval):
+        detail += f", {samples * interval:.2f} s"
+    key = f"{filename}\0{function}".encode("utf-8", "surrogatepass")
+    return Box(
+        depth=depth,
+        x=start / total * 100,
+        width=share * 100,
+        function=function,
+        filename=filename,
+        lineno=lineno,
+        label=f"{function} ({base}:{lineno})",
+        title=f"{function} — {filename}:{lineno} — {share * 100:.1f} % ({detail})",
+        share=share,
+        samples=count,
+        kind=frame_kind(filename),
+        hue=zlib.crc32(key) % 360,
+    )
+
+
+def frame_kind(filename: str) -> str:
+    """ "app" (your project), "django", "lib" (other installed packages) or "stdlib"."""
+    # Installed packages first: a virtualenv's site-packages is under "platstdlib".
+    path = filename.replace("\\", "/")
+    parts = path.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("site-packages", "dist-packages"):
+            return "django" if parts[i + 1] == "django" and i + 2 < len(parts) else "lib"
+    if path.startswith(_STDLIB) or path.startswith("<frozen "):
+        return "stdlib"
+    return "app"

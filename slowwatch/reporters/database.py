@@ -1,0 +1,202 @@
+"""DatabaseReporter: one :class:`~slowwatch.models.SlowRequest` row per slow request.
+
+The row is created at ``slow`` and updated at each later transition (upsert by
+request id). It runs on the reporter thread only, so its queries are never part
+of a request's transaction; its connection is closed after every report, so a
+worker never keeps one open for slowwatch. A database that is down or locked
+gets a few quick retries, then the report is dropped and counted: requests and
+the other reporters never wait on it.
+"""
+
+from __future__ import annotations
+
+import linecache
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, OperationalError, connections, transaction
+
+from slowwatch.conf import settings
+from slowwatch.flame import frame_kind
+from slowwatch.internal import InternalLog
+from slowwatch.report import Report
+from slowwatch.reporters.base import Reporter
+from slowwatch.retention import prune
+from slowwatch.threadstate import verdict
+
+#: Seconds to wait before each retry of a failed write (then the report is dropped).
+RETRY_DELAYS = (0.05, 0.25)
+#: Lines of source kept around each frame of the project.
+CONTEXT_LINES = 3
+#: Retention runs at most this often per process (seconds).
+PRUNE_EVERY = 3600.0
+#: Longest text kept in a column of its own (the JSON keeps what the report has).
+MAX_TEXT = 4000
+
+errors = InternalLog()
+
+
+def _when(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+def _frames(report: Report) -> list[dict[str, Any]]:
+    """The stack, with source lines around each frame of the project."""
+    frames = []
+    for frame in report.frames:
+        doc = frame.to_dict()
+        doc["kind"] = kind = frame_kind(frame.filename)
+        if kind == "app":
+            first = max(1, frame.lineno - CONTEXT_LINES)
+            doc["context"] = [
+                [n, linecache.getline(frame.filename, n).rstrip("\n")]
+                for n in range(first, frame.lineno + CONTEXT_LINES + 1)
+            ]
+            while doc["context"] and not doc["context"][-1][1]:
+                doc["context"].pop()
+        frames.append(doc)
+    return frames
+
+
+def _shares(states: dict[str, Any]) -> dict[str, float | None]:
+    total = sum(states.values())
+    if not total:
+        return {"cpu_share": None, "db_share": None, "wait_share": None}
+    cpu, db = states.get("cpu", 0) / total, states.get("db", 0) / total
+    return {"cpu_share": cpu, "db_share": db, "wait_share": max(0.0, 1 - cpu - db)}
+
+
+def fields_of(report: Report) -> dict[str, Any]:
+    """The columns this transition sets."""
+    sql = report.sql or {}
+    current = sql.get("in_flight") or {}
+    found: dict[str, Any] = {
+        "method": report.method[:16],
+        "path": report.url,
+        "route": report.route[:255],
+        "view": report.view[:255],
+        "host": report.host[:255],
+        "hostname": report.hostname[:255],
+        "pid": report.pid,
+    }
+    if report.user_id:
+        found["user_id"] = report.user_id[:64]
+    if report.kind == "lost":
+        return found
+    found.update(
+        started_at=_when(report.started_at),
+        threshold=report.threshold,
+        duration=report.elapsed,
+    )
+    if report.thread_name or report.thread_id:
+        found["thread"] = f"{report.thread_name} ({report.thread_id})".strip()[:255]
+    if sql:
+        found.update(sql_count=sql.get("count"), sql_time=sql.get("time"), sql=sql)
+    if current:
+        found["sql_in_flight"] = str(current.get("sql", ""))[:MAX_TEXT]
+    if report.process:
+        found["process"] = report.process
+    if report.kind == "slow":
+        found["detected_at"] = _when(report.started_at + report.threshold + report.late_by)
+        found["stack"] = {
+            "frames": _frames(report),
+            "hidden": report.hidden_frames,
+            "truncated": report.truncated_frames,
+        }
+    if report.kind in ("finished", "killed"):
+        found["finished_at"] = _when(report.started_at + report.elapsed)
+    if report.kind == "finished":
+        found.update(status_code=report.status_code, exception=report.exception[:255])
+        seen = sql.get("in_flight_seen") or []
+        if seen and not current:
+            found["sql_in_flight"] = str(seen[0].get("sql", ""))[:MAX_TEXT]
+        profile = report.profile
+        if profile is not None:
+            states: dict[str, float] = dict(profile.states)
+            found.update(
+                profile=profile.to_dict(),
+                states=states,
+                cpu_time=profile.cpu_time,
+                verdict=verdict(states)[:255],
+                **_shares(states),
+            )
+    return found
+
+
+#: The state a row takes at each transition (``still_slow`` keeps ``slow``).
+STATES = {"slow": "slow", "still_slow": "slow", "killed": "killed", "finished": "finished"}
+
+
+class DatabaseReporter(Reporter):
+    """Keeps every slow request in :class:`~slowwatch.models.SlowRequest` for the admin.
+
+    Writes on ``SLOWWATCH["DATABASE_ALIAS"]``; prunes by ``SLOWWATCH["RETENTION"]``
+    at most once an hour. ``counts`` has ``saved`` and ``dropped`` figures.
+    """
+
+    def __init__(self) -> None:
+        if not apps.is_installed("slowwatch"):
+            raise ImproperlyConfigured(
+                "DatabaseReporter needs 'slowwatch' in INSTALLED_APPS (and its migrations)."
+            )
+        from slowwatch.models import SlowRequest
+
+        self.model = SlowRequest
+        self.alias = settings.database_alias
+        self.counts: Counter[str] = Counter()
+        self._next_prune = 0.0
+
+    def handle(self, report: Report) -> None:
+        try:
+            for delay in (*RETRY_DELAYS, None):
+                try:
+                    self.save(report)
+                    break
+                except OperationalError:
+                    # Down, locked or gone away: a fresh connection may do.
+                    connections[self.alias].close()
+                    if delay is None:
+                        raise
+                    time.sleep(delay)
+            self.counts["saved"] += 1
+        except DatabaseError as exc:
+            self.counts["dropped"] += 1
+            errors.error("DatabaseReporter: a report was dropped", exc)
+            return
+        finally:
+            connections[self.alias].close()
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY
+            with errors.guard("DatabaseReporter: applying RETENTION"):
+                prune(*settings.retention, using=self.alias)
+                connections[self.alias].close()
+
+    def save(self, report: Report) -> None:
+        found = fields_of(report)
+        manager = self.model._default_manager.db_manager(self.alias)
+        # When it happened: the deadline's snapshot, the end, or (lost) now.
+        at = report.started_at + report.elapsed if report.started_at else time.time()
+        entry = {"kind": report.kind, "at": at, "elapsed": report.elapsed}
+        with transaction.atomic(using=self.alias):
+            row = manager.select_for_update().filter(request_id=report.id).first()
+            if row is None:
+                state = STATES.get(report.kind, "lost")
+                if report.kind == "lost":
+                    # The slow report itself never arrived: keep what is known.
+                    found.update(started_at=_when(time.time()), threshold=0.0, duration=0.0)
+                manager.create(request_id=report.id, state=state, timeline=[entry], **found)
+                return
+            if report.kind == "lost":
+                found = {"extra": {**row.extra, "lost": report.extra}}
+                if row.state == "slow":
+                    found["state"] = "lost"
+            else:
+                found["state"] = STATES.get(report.kind, row.state)
+            for name, value in found.items():
+                setattr(row, name, value)
+            row.timeline = [*row.timeline, entry]
+            row.save(using=self.alias, update_fields=[*found, "timeline"])
