@@ -196,9 +196,8 @@ class SlowRequestAdmin(_Base):
     def summary_view(self, request: HttpRequest) -> TemplateResponse:
         self._require_view(request)
         key, length = summary.window(request.GET.get("window"))
-        rows = summary.endpoints(self.get_queryset(request), summary.since(length))
-        for row in rows:
-            row.url = _requests_url(row.route, row.method)  # type: ignore[attr-defined]
+        found = summary.endpoints(self.get_queryset(request), summary.since(length))
+        rows = [(row, _requests_url(row.route, row.method)) for row in found]
         context = self._context(
             request,
             "Slow endpoints",
