@@ -19,6 +19,7 @@ urlpatterns = [
     path("n-plus-one/", views.n_plus_one, name="n-plus-one"),
     path("pg-sleep/", views.pg_sleep, name="pg-sleep"),
     path("with-locals/", views.with_locals, name="with-locals"),
+    path("whoami/", views.whoami, name="whoami"),
     path("exempt/", views.exempt, name="exempt"),
     path("patient/", views.patient, name="patient"),
     path("impatient/", views.impatient, name="impatient"),

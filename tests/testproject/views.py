@@ -192,3 +192,10 @@ def with_locals(request: HttpRequest) -> HttpResponse:
             "seen": [password[:0], authorization[:0], next_url[:0], count],
         }
     )
+
+
+def whoami(request: HttpRequest) -> HttpResponse:
+    """Loads the user on the request thread, then is slow."""
+    pk = request.user.pk
+    time.sleep(_seconds(request, 0.5))
+    return JsonResponse({"pk": pk})

@@ -1,0 +1,258 @@
+"""DatabaseReporter, retention and the prune command, on the suite's database.
+
+Run on SQLite by default and on PostgreSQL with SLOWWATCH_TEST_DATABASE=postgresql
+(scripts/test does both).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.db import connections
+from django.test import Client
+from django.utils import timezone
+
+from helpers import Collected
+from slowwatch import runtime
+from slowwatch.capture import Stack
+from slowwatch.models import SlowRequest
+from slowwatch.report import Lost, RequestInfo, Snapshot, build_report
+from slowwatch.reporters import DatabaseReporter
+from slowwatch.retention import prune
+
+#: The reporter writes from its own thread: tests see its rows only outside a transaction.
+db = pytest.mark.django_db(transaction=True)
+
+STORE = ["helpers.Collected", "slowwatch.reporters.DatabaseReporter"]
+
+
+@pytest.fixture
+def stored(settings: Any) -> Iterator[type[Collected]]:
+    """Reports go to the database (and to :class:`Collected`) for one test."""
+    Collected.reports = []
+    Collected.arrived.clear()
+    settings.SLOWWATCH = {**settings.SLOWWATCH, "REPORTERS": STORE}
+    yield Collected
+    runtime.dispatcher().flush(10)
+
+
+def wait_for_rows(n: int = 1, timeout: float = 10) -> list[SlowRequest]:
+    runtime.dispatcher().flush(timeout)
+    rows = list(SlowRequest.objects.order_by("started_at"))
+    assert len(rows) >= n, f"expected {n} rows, found {len(rows)}"
+    return rows
+
+
+def snapshot(report_id: str, kind: str = "slow", path: str = "/x/") -> Snapshot:
+    return Snapshot(
+        kind=kind,
+        report_id=report_id,
+        request=RequestInfo("GET", path, view="app.views.x", route="x/"),
+        pid=1,
+        thread_id=2,
+        thread_name="t",
+        started_at=time.time() - 1,
+        threshold=0.5,
+        elapsed=1.0,
+        late_by=0.01,
+        stack=Stack(frames=(), hidden=0, truncated=0),
+    )
+
+
+@db
+def test_a_slow_request_is_inserted_then_updated_when_it_ends(client: Client, stored: Any) -> None:
+    response = client.get("/n-plus-one/?s=0.5")
+    assert response.status_code == 200
+    [row] = wait_for_rows()
+    assert row.state == "finished"
+    assert (row.method, row.path, row.route) == ("GET", "/n-plus-one/?s=0.5", "n-plus-one/")
+    assert row.view == "testproject.views.n_plus_one"
+    assert row.status_code == 200 and row.exception == ""
+    assert row.duration >= 0.5 and row.threshold == pytest.approx(0.3)
+    assert row.started_at < row.detected_at < row.finished_at
+    assert [e["kind"] for e in row.timeline] == ["slow", "finished"]
+    # The first stack, with source lines around the project's frames.
+    app = [f for f in row.stack["frames"] if f["kind"] == "app"]
+    assert app[-1]["function"] == "n_plus_one"
+    context = "\n".join(line for _, line in app[-1]["context"])
+    assert "time.sleep(_seconds(request, 0.5))" in context
+    assert all("context" not in f for f in row.stack["frames"] if f["kind"] != "app")
+    # The profile, the verdict and the SQL.
+    assert row.profile["samples"] > 0 and row.profile["stacks"]
+    assert row.cpu_share is not None and row.db_share is not None and row.wait_share is not None
+    assert row.cpu_share + row.db_share + row.wait_share == pytest.approx(1.0)
+    assert "sleeping" in row.verdict
+    assert row.sql_count == 12
+    assert row.sql["repeated"][0]["count"] == 12
+    assert row.process["threads"] >= 1
+    assert row.hostname and row.pid and row.thread
+
+
+@db
+def test_secrets_in_the_query_string_are_not_stored(client: Client, stored: Any) -> None:
+    client.get("/sleep/?s=0.4&token=s3cr3t-canary&page=2")
+    [row] = wait_for_rows()
+    assert "s3cr3t-canary" not in row.path and "page=2" in row.path
+    assert "s3cr3t-canary" not in str(SlowRequest.objects.values().get())
+
+
+@db
+def test_the_user_is_stored_only_when_the_request_loaded_it(client: Client, stored: Any) -> None:
+    user = User.objects.create_user("ops")
+    client.force_login(user)
+    client.get("/sleep/?s=0.4")  # never touches request.user
+    client.get("/whoami/?s=0.4")  # does, before it is slow
+    untouched, touched = wait_for_rows(2)
+    assert untouched.user_id == ""
+    assert touched.user_id == str(user.pk)
+
+
+@db
+def test_transitions_upsert_one_row() -> None:
+    reporter = DatabaseReporter()
+    reporter.handle(build_report(snapshot("a" * 32)))
+    reporter.handle(build_report(snapshot("a" * 32, kind="still_slow")))
+    reporter.handle(build_report(snapshot("a" * 32, kind="killed")))
+    row = SlowRequest.objects.get()
+    assert row.state == "killed" and row.finished_at is not None
+    assert [e["kind"] for e in row.timeline] == ["slow", "still_slow", "killed"]
+    # A lost notice for a request whose slow report never arrived: a row of its own.
+    info = RequestInfo("POST", "/y/", route="y/")
+    reporter.handle(build_report(Lost("b" * 32, info, 1, "slow", "queue_full")))
+    lost = SlowRequest.objects.get(request_id="b" * 32)
+    assert (lost.state, lost.method, lost.route) == ("lost", "POST", "y/")
+    # One for a running request marks it lost; a finished one keeps its state.
+    reporter.handle(build_report(snapshot("c" * 32)))
+    reporter.handle(build_report(Lost("c" * 32, info, 1, "finished", "queue_full")))
+    assert SlowRequest.objects.get(request_id="c" * 32).state == "lost"
+    assert reporter.counts["saved"] == 6
+
+
+@pytest.fixture
+def extra_alias(django_db_blocker: Any) -> Iterator[Any]:
+    """A database alias of the test's own, outside the test database machinery."""
+    added: list[str] = []
+    django_db_blocker.unblock()
+
+    def add(alias: str, **options: Any) -> str:
+        found = connections.configure_settings({"default": {}, alias: options})
+        connections.settings[alias] = found[alias]
+        added.append(alias)
+        return alias
+
+    yield add
+    for alias in added:
+        connections[alias].close()
+        del connections[alias]
+        del connections.settings[alias]
+    django_db_blocker.restore()
+
+
+def test_a_database_that_is_down_costs_a_few_retries_then_the_report_is_dropped(
+    client: Client, stored: Any, extra_alias: Any
+) -> None:
+    down = extra_alias(
+        "down",
+        ENGINE="django.db.backends.postgresql",
+        HOST="127.0.0.1",
+        PORT="9",  # nothing listens there
+        NAME="x",
+        USER="x",
+        OPTIONS={"connect_timeout": 1},
+    )
+    database = DatabaseReporter()
+    database.alias = down
+    runtime._reporters = [Collected(), database]
+    started = time.monotonic()
+    response = client.get("/sleep/?s=0.4")
+    took = time.monotonic() - started
+    assert response.status_code == 200 and took < 1.0  # the request did not wait
+    runtime.dispatcher().flush(10)
+    assert [r.kind for r in Collected.reports] == ["slow", "finished"]  # others unaffected
+    assert database.counts == {"dropped": 2}
+
+
+def test_a_locked_sqlite_database_is_retried_then_dropped(
+    tmp_path: Path, extra_alias: Any
+) -> None:
+    path = tmp_path / "locked.sqlite3"
+    locked = extra_alias(
+        "locked", ENGINE="django.db.backends.sqlite3", NAME=str(path), OPTIONS={"timeout": 0.05}
+    )
+    with connections[locked].schema_editor() as editor:
+        editor.create_model(SlowRequest)
+    connections[locked].close()
+    reporter = DatabaseReporter()
+    reporter.alias = locked
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    started = time.monotonic()
+    reporter.handle(build_report(snapshot("d" * 32)))
+    assert time.monotonic() - started < 2
+    assert reporter.counts == {"dropped": 1}
+    holder.rollback()
+    holder.close()
+    reporter.handle(build_report(snapshot("e" * 32)))
+    assert reporter.counts == {"dropped": 1, "saved": 1}
+    assert SlowRequest.objects.using(locked).filter(request_id="e" * 32).exists()
+
+
+def make_rows(ages_in_days: list[float]) -> None:
+    now = timezone.now()
+    SlowRequest.objects.bulk_create(
+        SlowRequest(
+            request_id=f"{i:032x}",
+            state="finished",
+            method="GET",
+            path=f"/r/{i}/",
+            route="r/<int:n>/",
+            started_at=now - timedelta(days=age),
+            threshold=1.0,
+            duration=2.0,
+        )
+        for i, age in enumerate(ages_in_days)
+    )
+
+
+@db
+def test_prune_by_age_and_by_count() -> None:
+    make_rows([0, 0.5, 1, 2, 10, 40, 50])
+    assert prune(30, None, dry_run=True).total == 2
+    assert SlowRequest.objects.count() == 7
+    found = prune(30, 3)
+    assert (found.too_old, found.too_many) == (2, 2)
+    kept = sorted(SlowRequest.objects.values_list("path", flat=True))
+    assert kept == ["/r/0/", "/r/1/", "/r/2/"]  # the newest three
+
+
+@db
+def test_the_prune_command(tmp_path: Path) -> None:
+    make_rows([0, 1, 2, 3, 45])
+    out = StringIO()
+    call_command("slowwatch_prune", "--dry-run", stdout=out)
+    assert "Would delete 1 slow request(s): 1 older than 30 days" in out.getvalue()
+    assert SlowRequest.objects.count() == 5
+    call_command("slowwatch_prune", "--older-than", "1.5", "--keep", "1", stdout=out)
+    assert "Deleted 4 slow request(s): 3 older than 1.5 days, 1 beyond the newest 1" in (
+        out.getvalue()
+    )
+    assert list(SlowRequest.objects.values_list("path", flat=True)) == ["/r/0/"]
+
+
+@db
+def test_retention_is_applied_by_the_reporter(settings: Any) -> None:
+    settings.SLOWWATCH = {**settings.SLOWWATCH, "RETENTION": {"MAX_ROWS": 3}}
+    make_rows([1, 2, 3, 4, 5])
+    reporter = DatabaseReporter()
+    reporter.handle(build_report(snapshot("f" * 32)))
+    assert SlowRequest.objects.count() == 3
+    assert SlowRequest.objects.filter(request_id="f" * 32).exists()
