@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 
 from testproject import views
 
@@ -20,6 +20,8 @@ urlpatterns = [
     path("pg-sleep/", views.pg_sleep, name="pg-sleep"),
     path("with-locals/", views.with_locals, name="with-locals"),
     path("whoami/", views.whoami, name="whoami"),
+    # Any path at all, slow: attacker-chosen paths reach the reports.
+    re_path(r"^anything/", views.sleep, name="anything"),
     path("exempt/", views.exempt, name="exempt"),
     path("patient/", views.patient, name="patient"),
     path("impatient/", views.impatient, name="impatient"),
