@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -39,5 +41,16 @@ def test_demo_reports_its_slow_sql_page_on_the_console(tmp_path):
         assert 'views.py", line' in log and "in sales_figures" in log
         assert "s3cret" not in log
         assert "/orders/" not in log.split("Slow request", 1)[1]
+        # The default DatabaseReporter stored it for the admin.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with sqlite3.connect(tmp_path / "demo.sqlite3") as db:
+                rows = db.execute("SELECT state, path FROM slowwatch_slowrequest").fetchall()
+            if rows and rows[0][0] == "finished":
+                break
+            time.sleep(0.1)
+        assert rows == [("finished", "/report/?token=********")]
+        assert server.get("/admin/slowwatch/slowrequest/")[0] == 200  # the login page
+        assert server.get("/static/slowwatch/admin.css")[0] == 200
     finally:
         server.stop()

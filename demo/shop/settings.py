@@ -15,8 +15,12 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
     "slowwatch",
     "shop",
 ]
@@ -24,8 +28,27 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "slowwatch.middleware.SlowWatchMiddleware",  # first, so every other layer is watched
     "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
 
 DATABASES = {
     "default": {
@@ -38,7 +61,8 @@ SLOWWATCH = {
     # Production sites keep the 25 s default; the demo wants answers quickly.
     "THRESHOLD": 1.0,
     "THRESHOLDS": {"export": 5.0},
-    "IGNORE": ["health"],
+    "IGNORE": ["health", "^/static/"],
+    # LoggingReporter prints to this console; DatabaseReporter feeds /admin/.
 }
 
 LOGGING = {
