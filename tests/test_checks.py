@@ -56,6 +56,16 @@ def ids(value: object) -> list[str]:
         ({"ESCALATIONS": [2, 4.5]}, []),
         ({"ESCALATIONS": [1]}, ["slowwatch.E013"]),
         ({"ESCALATIONS": 2}, ["slowwatch.E013"]),
+        ({"RUNTIME_CONTROL": "yes"}, ["slowwatch.E003"]),
+        ({"DATABASE_ALIAS": "default"}, []),
+        ({"DATABASE_ALIAS": "nope"}, ["slowwatch.E014"]),
+        ({"DATABASE_ALIAS": None}, ["slowwatch.E014"]),
+        ({"RETENTION": {"MAX_AGE_DAYS": 7}}, []),
+        ({"RETENTION": {"MAX_AGE_DAYS": None, "MAX_ROWS": None}}, []),
+        ({"RETENTION": {"MAX_AGE_DAYS": 0}}, ["slowwatch.E015"]),
+        ({"RETENTION": {"MAX_ROWS": 1.5}}, ["slowwatch.E015"]),
+        ({"RETENTION": {"DAYS": 3}}, ["slowwatch.E015"]),
+        ({"RETENTION": 30}, ["slowwatch.E015"]),
     ],
 )
 def test_settings_checks(value, expected):
