@@ -7,6 +7,7 @@ refresh period, and that the workers' reports land in the database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -101,5 +102,36 @@ def test_every_worker_follows_the_control_row_and_stores_its_reports(tmp_path: P
             burst(srv)
         time.sleep(1)
         assert len(srv.all_reports()) == before  # paused everywhere
+    finally:
+        srv.stop()
+
+
+def test_a_request_killed_by_gunicorn_is_stored_as_killed(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite3"
+    migrate(db)
+    env = {
+        "SLOWWATCH_TEST_REPORTERS": (
+            "slowwatch.reporters.LoggingReporter,slowwatch.reporters.DatabaseReporter"
+        ),
+        "SLOWWATCH_TEST_PG": "0",
+    }
+    args = ["-b", "127.0.0.1:0", "-k", "sync", "-w", "1", "--timeout", "2"]
+    srv = Server(tmp_path, [*args, "-c", "testproject/gunicorn_conf.py"], env=env)
+    try:
+        with contextlib.suppress(OSError):  # the worker dies under the request
+            srv.get("/sleep/?s=30", timeout=20)
+        assert srv.reports(1, slow("killed"), timeout=20)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db) as conn:
+                rows = conn.execute(
+                    "SELECT state, duration, timeline FROM slowwatch_slowrequest"
+                ).fetchall()
+            if rows and rows[0][0] == "killed":
+                break
+            time.sleep(0.1)
+        [(state, duration, timeline)] = rows
+        assert state == "killed" and duration >= 2
+        assert [e["kind"] for e in json.loads(timeline)] == ["slow", "killed"]
     finally:
         srv.stop()
