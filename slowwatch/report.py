@@ -24,7 +24,7 @@ from slowwatch.process import figures as process_figures
 from slowwatch.profile import FrozenProfile
 from slowwatch.redact import redact_url
 from slowwatch.sqlstats import SqlStats, finished_summary
-from slowwatch.threadstate import verdict
+from slowwatch.threadstate import LABELS, verdict
 
 #: Version of the JSON document produced by :meth:`Report.to_dict`.
 SCHEMA_VERSION = 1
@@ -63,6 +63,8 @@ class Snapshot:
     late_by: float
     stack: Stack
     sql: dict[str, Any] = field(default_factory=dict)
+    #: What the thread was doing when the snapshot was taken (``slow`` only).
+    state: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,14 @@ class Report:
     sql: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     user_id: str = ""
+    #: What the thread was doing at the snapshot (see :mod:`slowwatch.threadstate`).
+    state: str = ""
+
+    def verdict(self) -> str:
+        """Where the time went: shares from the profile, else the state at the snapshot."""
+        if self.profile is not None and self.profile.states:
+            return verdict(dict(self.profile.states))
+        return LABELS.get(self.state, self.state) if self.state else ""
 
     def summary(self) -> str:
         url = _one_line(self.url)
@@ -236,7 +246,8 @@ class Report:
         if self.kind != "finished":
             figures = describe_process(self.process)
             process = f"\nProcess: {figures}" if figures else ""
-            return f"{self.summary()}{self.sql_text()}{process}\n{self.traceback()}"
+            doing = f"\nThe thread is {self.verdict()}." if self.state else ""
+            return f"{self.summary()}{doing}{self.sql_text()}{process}\n{self.traceback()}"
         hottest = self.hottest()
         text = self.summary() + self.sql_text()
         return f"{text}\n{hottest}" if hottest else text
@@ -295,6 +306,7 @@ class Report:
                 "truncated": self.truncated_frames,
             },
             "outcome": {"status_code": self.status_code, "exception": self.exception},
+            **({"verdict": self.verdict()} if self.verdict() else {}),
             **({"profile": self.profile.to_dict()} if self.profile is not None else {}),
             **({"sql": self.sql} if self.sql else {}),
             **({"extra": self.extra} if self.extra else {}),
@@ -368,6 +380,7 @@ def build_report(event: Snapshot | Finished | Lost) -> Report:
             truncated_frames=event.stack.truncated,
             process=process_figures(),
             sql=event.sql,
+            state=event.state,
             **common,
         )
     return Report(

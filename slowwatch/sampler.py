@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 import weakref
+from dataclasses import replace
 from collections.abc import Callable
 from threading import get_ident
 from types import CodeType, FrameType
@@ -47,7 +48,7 @@ from slowwatch.saferepr import BUDGET as LOCALS_BUDGET
 from slowwatch.saferepr import capture_locals as render_locals
 from slowwatch.saferepr import is_app_file
 from slowwatch.sqlstats import in_flight
-from slowwatch.threadstate import ThreadProbe
+from slowwatch.threadstate import ThreadProbe, classify
 from slowwatch.watch import CLAIM, SQL, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
 
 #: Longest a round of sampling may take, so that new deadlines are not kept waiting.
@@ -413,9 +414,13 @@ class Watchdog:
             claim.profile = Profile(self.sample_interval, self.max_samples)
             claim.profile.add(key_of(stack.frames))
             claim.native_id, claim.sampled_at = native_id(thread), taken
+            # What the thread is doing right now, for alerts that go out at once.
+            claim.probe = ThreadProbe(thread_of(key, watch), claim.native_id)
+            state = classify(stack.frames[-3:], claim.probe.syscall(), None, 0.0)
             self._sampled[key] = (watch, claim)
             self._next_sample = min(self._next_sample, taken + self._budget.interval)
-            self._on_slow(self._snapshot("slow", claim, key, watch, stack, taken, wall, thread))
+            snapshot = self._snapshot("slow", claim, key, watch, stack, taken, wall, thread)
+            self._on_slow(replace(snapshot, state=state))
 
     def _snapshot(
         self,
@@ -510,8 +515,6 @@ class Watchdog:
                     sample, inner = key_of(stack.frames), stack.frames[-3:]
                 state = ""
                 if claim.probe is None:
-                    # Opened here rather than when reporting, so that many
-                    # requests turning slow at once are all reported first.
                     claim.probe = ThreadProbe(thread_of(key, watch), claim.native_id)
                 else:
                     state = claim.probe.sample(inner, now - claim.sampled_at)

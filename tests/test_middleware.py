@@ -42,6 +42,18 @@ def test_a_slow_view_is_reported_with_its_line_then_its_outcome(collected, repor
     assert "secret-canary" not in warning.getMessage() + info.getMessage()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads procfs")
+def test_the_slow_report_says_what_the_thread_is_doing(collected):
+    client = Client()
+    client.get("/sleep/?s=0.5")
+    client.get("/cpu/?s=0.5")
+    sleeping, spinning = reports(collected, "slow")
+    assert (sleeping.state, sleeping.verdict()) == ("sleep", "sleeping")
+    assert (spinning.state, spinning.verdict()) == ("cpu", "on CPU")
+    assert "\nThe thread is sleeping.\n" in sleeping.text()
+    assert sleeping.to_dict()["verdict"] == "sleeping"
+
+
 def test_a_fast_view_is_never_reported(collected):
     client = Client()
     for _ in range(20):

@@ -101,6 +101,7 @@ def fields_of(report: Report) -> dict[str, Any]:
     if report.process:
         found["process"] = report.process
     if report.kind == "slow":
+        found["verdict"] = report.verdict()[:255]
         found["detected_at"] = _when(report.started_at + report.threshold + report.late_by)
         found["stack"] = {
             "frames": _frames(report),
