@@ -33,8 +33,8 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from threading import get_ident
 from types import CodeType, FrameType
 from typing import Any
