@@ -38,7 +38,29 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_ALIAS": "default",
     "RETENTION": {"MAX_AGE_DAYS": 30, "MAX_ROWS": 50_000},
     "RUNTIME_CONTROL": True,
+    "EMAIL": {},
+    "SENTRY": {},
+    "ADMIN_URL_BASE": None,
+    "CACHE_ALIAS": "default",
 }
+
+#: ``EMAIL`` keys and defaults (None: from Django's settings, see docs).
+EMAIL_DEFAULTS: dict[str, Any] = {
+    "TO": None,  # ADMINS' addresses
+    "FROM": None,  # SERVER_EMAIL
+    "SUBJECT_PREFIX": None,  # EMAIL_SUBJECT_PREFIX
+    "KINDS": ["slow", "killed"],
+    "WINDOW": 600,
+    "PER_HOUR": 20,
+    "TIMEOUT": 10,
+}
+#: ``SENTRY`` keys and defaults.
+SENTRY_DEFAULTS: dict[str, Any] = {
+    "KINDS": ["slow"],
+    "WINDOW": 600,
+    "PER_HOUR": 60,
+}
+ALERT_KINDS = ("slow", "still_slow", "killed", "finished", "lost")
 
 #: Keys of ``RETENTION``; a missing key keeps its default, None means no limit.
 RETENTION_KEYS = ("MAX_AGE_DAYS", "MAX_ROWS")
@@ -170,6 +192,68 @@ def validate(raw: object) -> list[Problem]:
             )
         )
     problems += _validate_storage(raw)
+    problems += _validate_alerts(raw)
+    return problems
+
+
+def _validate_section(
+    raw: Mapping[str, Any], key: str, defaults: dict[str, Any], problem_id: str
+) -> list[Problem]:
+    value = raw.get(key, {})
+    hint = f"Keys: {', '.join(defaults)}; see docs/alerts.rst."
+    if not isinstance(value, Mapping):
+        return [Problem(problem_id, f"SLOWWATCH[{key!r}] must be a dict, not {value!r}.", hint)]
+    wrong = [str(k) for k in value if k not in defaults]
+    for name in ("WINDOW", "TIMEOUT"):
+        if name in value and name in defaults and positive_seconds(value[name]) is None:
+            wrong.append(f"{name}={value[name]!r}")
+    per_hour = value.get("PER_HOUR", defaults["PER_HOUR"])
+    if isinstance(per_hour, bool) or not isinstance(per_hour, int) or per_hour < 1:
+        wrong.append(f"PER_HOUR={per_hour!r}")
+    kinds = value.get("KINDS", defaults["KINDS"])
+    if not isinstance(kinds, (list, tuple)) or not all(k in ALERT_KINDS for k in kinds):
+        wrong.append(f"KINDS={kinds!r}")
+    for name in ("TO",):
+        if name in defaults and value.get(name) is not None:
+            to = value[name]
+            if not isinstance(to, (list, tuple)) or not all(isinstance(a, str) for a in to):
+                wrong.append(f"{name}={to!r}")
+    for name in ("FROM", "SUBJECT_PREFIX"):
+        if name in defaults and value.get(name) is not None and not isinstance(value[name], str):
+            wrong.append(f"{name}={value[name]!r}")
+    if wrong:
+        return [
+            Problem(
+                problem_id, f"SLOWWATCH[{key!r}] has invalid entries: {', '.join(wrong)}.", hint
+            )
+        ]
+    return []
+
+
+def _validate_alerts(raw: Mapping[str, Any]) -> list[Problem]:
+    problems = _validate_section(raw, "EMAIL", EMAIL_DEFAULTS, "slowwatch.E016")
+    problems += _validate_section(raw, "SENTRY", SENTRY_DEFAULTS, "slowwatch.E017")
+    base = raw.get("ADMIN_URL_BASE")
+    if base is not None and (
+        not isinstance(base, str) or not re.match(r"^https?://[^/\s]+", base)
+    ):
+        problems.append(
+            Problem(
+                "slowwatch.E018",
+                f"SLOWWATCH['ADMIN_URL_BASE'] must be an http(s) URL or None, not {base!r}.",
+                'For example: "https://ops.example.com" (links go to its /admin/...).',
+            )
+        )
+    alias = raw.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
+    caches = getattr(django_settings, "CACHES", None) or {"default": {}}
+    if alias is not None and (not isinstance(alias, str) or alias not in caches):
+        problems.append(
+            Problem(
+                "slowwatch.E019",
+                f"SLOWWATCH['CACHE_ALIAS'] is {alias!r}, which is not in CACHES.",
+                "Alert rate limits live in this cache; None keeps them in each process.",
+            )
+        )
     return problems
 
 
@@ -383,6 +467,24 @@ class Settings:
     @property
     def runtime_control(self) -> bool:
         return bool(self.values["RUNTIME_CONTROL"])
+
+    @property
+    def email(self) -> dict[str, Any]:
+        return {**EMAIL_DEFAULTS, **self.values["EMAIL"]}
+
+    @property
+    def sentry(self) -> dict[str, Any]:
+        return {**SENTRY_DEFAULTS, **self.values["SENTRY"]}
+
+    @property
+    def admin_url_base(self) -> str | None:
+        base = self.values["ADMIN_URL_BASE"]
+        return str(base).rstrip("/") if base else None
+
+    @property
+    def cache_alias(self) -> str | None:
+        alias = self.values["CACHE_ALIAS"]
+        return str(alias) if alias else None
 
 
 settings = Settings()

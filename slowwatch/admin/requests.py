@@ -122,6 +122,11 @@ class SlowRequestAdmin(_Base):
             path("summary/", wrap(self.summary_view), name="slowwatch_summary"),
             path("settings/", wrap(self.settings_view), name="slowwatch_settings"),
             path(
+                "request/<str:request_id>/",
+                wrap(self.by_request_id_view),
+                name="slowwatch_by_request_id",
+            ),
+            path(
                 "<path:object_id>/speedscope/",
                 wrap(self.download_view),
                 {"fmt": "speedscope"},
@@ -172,6 +177,14 @@ class SlowRequestAdmin(_Base):
             **(extra_context or {}),
         )
         return TemplateResponse(request, "admin/slowwatch/slowrequest/detail.html", context)
+
+    def by_request_id_view(self, request: HttpRequest, request_id: str) -> HttpResponseBase:
+        """Where alerts link to: they know the report id, not the row's pk."""
+        self._require_view(request)
+        row = self.get_queryset(request).filter(request_id=request_id).first()
+        if row is None:
+            raise Http404("No such slow request (yet, or any more).")
+        return HttpResponseRedirect(reverse("admin:slowwatch_slowrequest_change", args=[row.pk]))
 
     def download_view(self, request: HttpRequest, object_id: str, fmt: str) -> HttpResponse:
         obj = self.get_object(request, unquote(object_id))

@@ -73,6 +73,19 @@ else:
 if os.environ.get("SLOWWATCH_TEST_PG", "1") != "0":
     DATABASES["pg"] = dict(PG)
 
+# Real-server tests point these at their own Redis database and SMTP server.
+if os.environ.get("SLOWWATCH_TEST_REDIS"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["SLOWWATCH_TEST_REDIS"],
+            "KEY_PREFIX": os.environ.get("SLOWWATCH_TEST_CACHE_PREFIX", ""),
+        }
+    }
+EMAIL_HOST = "127.0.0.1"
+EMAIL_PORT = int(os.environ.get("SLOWWATCH_TEST_SMTP_PORT", "25"))
+ADMINS = [("Ops", "ops@example.com")]
+
 SLOWWATCH = {
     "THRESHOLD": float(os.environ.get("SLOWWATCH_TEST_THRESHOLD", "0.3")),
     # Tests that store reports ask for the DatabaseReporter themselves.

@@ -20,6 +20,7 @@ urlpatterns = [
     path("pg-sleep/", views.pg_sleep, name="pg-sleep"),
     path("with-locals/", views.with_locals, name="with-locals"),
     path("whoami/", views.whoami, name="whoami"),
+    path("sign-in/", views.sign_in, name="sign-in"),
     # Any path at all, slow: attacker-chosen paths reach the reports.
     re_path(r"^anything/", views.sleep, name="anything"),
     path("exempt/", views.exempt, name="exempt"),

@@ -11,6 +11,7 @@ from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
+from django.views.decorators.csrf import csrf_exempt
 
 from slowwatch.decorators import slowwatch_exempt, slowwatch_threshold
 
@@ -199,3 +200,12 @@ def whoami(request: HttpRequest) -> HttpResponse:
     pk = request.user.pk
     time.sleep(_seconds(request, 0.5))
     return JsonResponse({"pk": pk})
+
+
+@csrf_exempt
+def sign_in(request: HttpRequest) -> HttpResponse:
+    """Holds secrets in its locals while it is slow (for the canary tests)."""
+    password = request.POST.get("password", "")
+    api_key = request.headers.get("X-Api-Key", "")
+    time.sleep(_seconds(request, 0.5))  # the slow sign-in line
+    return JsonResponse({"ok": bool(password and api_key)})

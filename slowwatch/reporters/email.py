@@ -1,0 +1,167 @@
+"""EmailReporter: a mail when a request turns slow, that says why in its first lines.
+
+Quiet by design: one mail per endpoint per ``WINDOW`` and ``PER_HOUR`` mails in
+all (across every worker when the cache is shared), and the next mail that goes
+out counts what was held back. Sent through Django's email backend with a
+timeout of its own; a mail server that keeps failing is left alone for a while
+(a circuit breaker) rather than tried for every report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.cache import caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.template.loader import render_to_string
+from django.urls import NoReverseMatch, reverse
+
+from slowwatch.conf import settings
+from slowwatch.internal import InternalLog
+from slowwatch.limits import CircuitBreaker, Decision, RateLimit
+from slowwatch.report import Report
+from slowwatch.reporters.base import Reporter
+
+#: Longest subject line, prefix included.
+SUBJECT_MAX = 200
+#: Characters that must not reach a mail header (CR, LF and other controls).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+_TITLES = {"slow": "Slow request", "still_slow": "Still slow", "killed": "Killed"}
+
+errors = InternalLog()
+
+
+def one_line(text: str, limit: int = SUBJECT_MAX) -> str:
+    text = _CONTROL.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def endpoint(report: Report) -> str:
+    """What alerts are grouped by: the route pattern, else the view, else the path."""
+    where = report.route or report.view or report.url.split("?", 1)[0]
+    return f"{report.method} {'/' + where.lstrip('/') if report.route else where}"
+
+
+def shared_cache_alias(alias: str | None) -> str | None:
+    """The cache for rate limits; None (this process) when it is Django's dummy cache."""
+    if alias is None:
+        return None
+    return None if isinstance(caches[alias], DummyCache) else alias
+
+
+def _recipients(configured: list[str] | None) -> list[str]:
+    if configured is not None:
+        return list(configured)
+    found = []
+    for admin in getattr(django_settings, "ADMINS", []) or []:
+        # (name, address) pairs, or plain addresses (Django 6.0).
+        found.append(admin[1] if isinstance(admin, (list, tuple)) else str(admin))
+    return found
+
+
+def admin_link(report: Report) -> str:
+    """An absolute link to the stored record, when a trustworthy base URL is known."""
+    try:
+        path = reverse("admin:slowwatch_by_request_id", args=[report.id])
+    except NoReverseMatch:
+        return ""
+    base = settings.admin_url_base
+    if base is None:
+        # The request's Host header is attacker-controlled: only a host that is
+        # named (not matched by a wildcard) in ALLOWED_HOSTS makes a link.
+        host = report.host.lower()
+        if not host or host not in [h.lower() for h in django_settings.ALLOWED_HOSTS]:
+            return ""
+        local = host.split(":")[0] in ("localhost", "127.0.0.1", "[::1]")
+        base = f"{'http' if local else 'https'}://{host}"
+    return base + path
+
+
+class EmailReporter(Reporter):
+    """Mails ``slow`` and ``killed`` requests (``SLOWWATCH["EMAIL"]``; see docs/alerts.rst)."""
+
+    def __init__(self) -> None:
+        conf = settings.email
+        self.to = _recipients(conf["TO"])
+        if not self.to:
+            raise ImproperlyConfigured(
+                "EmailReporter has no recipients: set SLOWWATCH['EMAIL']['TO'] or ADMINS."
+            )
+        self.sender = conf["FROM"] or django_settings.SERVER_EMAIL
+        prefix = conf["SUBJECT_PREFIX"]
+        self.prefix = django_settings.EMAIL_SUBJECT_PREFIX if prefix is None else prefix
+        self.kinds = frozenset(conf["KINDS"])
+        self.timeout = float(conf["TIMEOUT"])
+        self.limit = RateLimit(
+            "email",
+            window=float(conf["WINDOW"]),
+            per_hour=int(conf["PER_HOUR"]),
+            cache_alias=shared_cache_alias(settings.cache_alias),
+            errors=errors,
+        )
+        self.breaker = CircuitBreaker()
+        #: sent, held back (rate_limited), skipped (circuit_open), failed.
+        self.counts: Counter[str] = Counter()
+
+    def handle(self, report: Report) -> None:
+        if report.kind not in self.kinds:
+            return
+        if not self.breaker.allow():
+            self.counts["circuit_open"] += 1
+            return
+        decision = self.limit.check(endpoint(report))
+        if not decision.allowed:
+            self.counts["rate_limited"] += 1
+            return
+        message = self.message(report, decision)
+        try:
+            message.connection = get_connection(timeout=self.timeout)
+            message.send()
+        except Exception:
+            self.counts["failed"] += 1
+            self.breaker.failure()
+            raise  # logged on slowwatch.internal, once a minute
+        self.breaker.success()
+        self.counts["sent"] += 1
+
+    def subject(self, report: Report, decision: Decision) -> str:
+        title = _TITLES.get(report.kind, "Slow request")
+        verdict = report.verdict()
+        detail = f"{report.elapsed:.1f} s" + (f", {verdict}" if verdict else "")
+        more = f" (+{decision.suppressed} more)" if decision.suppressed else ""
+        return one_line(f"{self.prefix}{title}: {endpoint(report)} ({detail}){more}")
+
+    def message(self, report: Report, decision: Decision) -> EmailMultiAlternatives:
+        context = self.context(report, decision)
+        text = render_to_string("slowwatch/email.txt", context)
+        html = render_to_string("slowwatch/email.html", context)
+        message = EmailMultiAlternatives(
+            self.subject(report, decision), text, self.sender, self.to
+        )
+        message.attach_alternative(html, "text/html")
+        return message
+
+    def context(self, report: Report, decision: Decision) -> dict[str, Any]:
+        since = ""
+        if decision.suppressed and decision.since is not None:
+            when = datetime.fromtimestamp(decision.since, tz=timezone.utc)
+            since = when.strftime("%Y-%m-%d %H:%M:%S UTC")
+        return {
+            "report": report,
+            "summary": report.summary(),
+            "verdict": report.verdict(),
+            "sql": report.sql_text().strip("\n"),
+            "hottest": report.hottest(),
+            "traceback": report.traceback(),
+            "endpoint": endpoint(report),
+            "suppressed": decision.suppressed,
+            "since": since,
+            "link": admin_link(report),
+            "process": report.process,
+        }
