@@ -4,6 +4,9 @@ In your gunicorn configuration file (``gunicorn.conf.py``)::
 
     from slowwatch.gunicorn import worker_abort, worker_exit  # noqa: F401
 
+and, with the ``PrometheusReporter`` in prometheus-client's multiprocess mode,
+``child_exit`` as well.
+
 ``worker_abort`` runs when gunicorn's arbiter aborts a worker that timed out
 (SIGABRT); the arbiter follows with SIGKILL about a second later, so each
 request in flight is snapshotted at once as ``killed`` and delivery gets at
@@ -13,6 +16,7 @@ exits with requests still running (a graceful shutdown that ran out of time).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -59,3 +63,12 @@ def worker_abort(worker: Any) -> None:
 
 def worker_exit(server: Any, worker: Any) -> None:
     report_in_flight()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """With prometheus-client's multiprocess mode: forget a dead worker's live gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        with runtime.errors.guard("marking a worker dead for Prometheus"):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -88,6 +88,10 @@ class SlowWatchMiddleware:
                 (SlowWatchMiddleware.__call__.__code__, SlowWatchMiddleware.__acall__.__code__)
             )
         runtime.register(self)
+        if any(path.endswith(".SentryReporter") for path in settings.reporters):
+            # Only then does a request pay for handing its Sentry scope over.
+            self.__class__ = SentryScopeMiddleware
+            watchdog.boundary.add(SentryScopeMiddleware.__call__.__code__)
 
     def apply_control(self, control: runtime.ControlState) -> None:
         """Pause, resume or re-time watching (see the admin's settings page).
@@ -187,3 +191,20 @@ class SlowWatchMiddleware:
     ) -> None:
         # A coroutine so that Django does not hop to a thread to call it.
         self._process_view(request, view_func, view_args, view_kwargs)
+
+
+#: Where the request thread leaves its Sentry isolation scope for the monitor.
+SCOPE_ATTR = "_slowwatch_sentry_scope"
+
+
+class SentryScopeMiddleware(SlowWatchMiddleware):
+    """The middleware when a SentryReporter is configured: it also hands the
+    request's Sentry isolation scope to the monitor (a context variable, which
+    only the request's own thread can read), so that events link to its trace."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        with runtime.errors.guard("reading the Sentry scope"):
+            import sentry_sdk
+
+            vars(request)[SCOPE_ATTR] = sentry_sdk.get_isolation_scope()
+        return super().__call__(request)

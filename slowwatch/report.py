@@ -45,6 +45,8 @@ class RequestInfo:
     host: str = ""
     #: The user's pk, when the request had loaded its user before it was read.
     user_id: str = ""
+    #: The request's trace (``trace_id``, ``span_id``...), when a tracer gave one.
+    trace: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,8 @@ class Report:
     user_id: str = ""
     #: What the thread was doing at the snapshot (see :mod:`slowwatch.threadstate`).
     state: str = ""
+    #: The request's trace context, e.g. Sentry's ``trace_id`` and ``span_id``.
+    trace: dict[str, str] = field(default_factory=dict)
 
     def verdict(self) -> str:
         """Where the time went: shares from the profile, else the state at the snapshot."""
@@ -352,6 +356,7 @@ def build_report(event: Snapshot | Finished | Lost) -> Report:
         "route": req.route,
         "host": _one_line(req.host),
         "user_id": req.user_id,
+        "trace": dict(req.trace),
         "hostname": _HOSTNAME,
         "pid": event.pid or os.getpid(),
     }

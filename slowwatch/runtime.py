@@ -97,6 +97,17 @@ def _user_id(request: Any) -> str:
     return str(value) if isinstance(value, (int, str, uuid.UUID)) else ""
 
 
+def _trace(request: Any) -> tuple[tuple[str, str], ...]:
+    """The trace of the Sentry scope the request thread left us, as plain strings."""
+    scope = _plain(request, "_slowwatch_sentry_scope")
+    if scope is None:
+        return ()
+    found = scope.get_trace_context()
+    return tuple(
+        (key, found[key]) for key in ("trace_id", "span_id") if isinstance(found.get(key), str)
+    )
+
+
 def describe(request: Any) -> RequestInfo | None:
     """What a report needs from the live request. Runs on the monitor thread."""
     meta = _plain(request, "META")
@@ -110,6 +121,7 @@ def describe(request: Any) -> RequestInfo | None:
         route=_text(_plain(match, "route")) if match is not None else "",
         host=_text(meta.get("HTTP_HOST") or meta.get("SERVER_NAME")),
         user_id=_user_id(request),
+        trace=_trace(request),
     )
 
 

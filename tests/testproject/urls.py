@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
+from slowwatch.views import metrics
 from testproject import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("metrics/", metrics, name="metrics"),
+    path("django-prometheus/", include("django_prometheus.urls")),
     path("fast/", views.fast, name="fast"),
     path("sleep/", views.sleep, name="sleep"),
     path("other-sleep/", views.sleep, name="other-sleep"),

@@ -1,0 +1,131 @@
+"""PrometheusReporter: in process, through django-prometheus, and under gunicorn's workers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import Server, slow
+from slowwatch import runtime
+
+SLEEP = {"route": "sleep/", "method": "GET"}
+
+
+def value(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+@pytest.fixture
+def counted(settings: Any) -> Iterator[None]:
+    settings.SLOWWATCH = {
+        **settings.SLOWWATCH,
+        "REPORTERS": ["helpers.Collected", "slowwatch.reporters.PrometheusReporter"],
+    }
+    yield
+    runtime.dispatcher().flush(10)
+
+
+@pytest.mark.django_db
+def test_slow_requests_are_counted_by_route_method_and_end(counted: None) -> None:
+    before = {
+        "detected": value("slowwatch_slow_requests_detected_total", SLEEP),
+        "finished": value("slowwatch_slow_requests_total", {**SLEEP, "state": "finished"}),
+        "durations": value("slowwatch_slow_request_duration_seconds_count", SLEEP),
+        "lateness": value("slowwatch_detection_lateness_seconds_count"),
+    }
+    client = Client()
+    client.get("/sleep/?s=0.4")
+    client.get("/sleep/?s=0.35&other=1")
+    client.get("/fast/")
+    runtime.dispatcher().flush(10)
+    assert value("slowwatch_slow_requests_detected_total", SLEEP) == before["detected"] + 2
+    finished = value("slowwatch_slow_requests_total", {**SLEEP, "state": "finished"})
+    assert finished == before["finished"] + 2
+    count = value("slowwatch_slow_request_duration_seconds_count", SLEEP)
+    assert count == before["durations"] + 2
+    assert value("slowwatch_detection_lateness_seconds_count") == before["lateness"] + 2
+    assert value("slowwatch_requests_slow") == 0  # none is running now
+    # django-prometheus exports the same registry.
+    page = client.get("/django-prometheus/metrics").content.decode()
+    assert 'slowwatch_slow_requests_detected_total{method="GET",route="sleep/"}' in page
+
+
+def scrape(srv: Server) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    status, body = srv.get("/metrics/")
+    assert status == 200
+    found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            key = tuple(sorted(sample.labels.items()))
+            found.setdefault(sample.name, {})[key] = sample.value
+    return found
+
+
+@pytest.mark.server
+def test_two_gunicorn_workers_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    env = {
+        "SLOWWATCH_TEST_REPORTERS": (
+            "slowwatch.reporters.LoggingReporter,slowwatch.reporters.PrometheusReporter"
+        ),
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+        "SLOWWATCH_TEST_PG": "0",
+    }
+    args = ["-b", "127.0.0.1:0", "-k", "gthread", "-w", "2", "--threads", "8"]
+    srv = Server(tmp_path, [*args, "-c", "testproject/gunicorn_conf.py"], env=env)
+    try:
+        pids: set[int] = set()
+        sent = 0
+        for _ in range(5):
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(srv.get, ["/sleep/?s=0.4"] * 8))
+            sent += len(answers)
+            pids |= {json.loads(body)["pid"] for _, body in answers}
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        srv.reports(sent, slow("finished"))
+        metrics = scrape(srv)
+        labels = (("method", "GET"), ("route", "sleep/"))
+        assert metrics["slowwatch_slow_requests_detected_total"][labels] == sent
+        finished = (("method", "GET"), ("route", "sleep/"), ("state", "finished"))
+        assert metrics["slowwatch_slow_requests_total"][finished] == sent
+        assert metrics["slowwatch_slow_request_duration_seconds_count"][labels] == sent
+        assert sum(metrics["slowwatch_requests_slow"].values()) == 0
+        assert sum(metrics["slowwatch_detection_lateness_seconds_count"].values()) == sent
+    finally:
+        srv.stop()
+
+
+@pytest.mark.django_db
+def test_slow_now_and_slowwatch_own_errors(settings: Any) -> None:
+    settings.SLOWWATCH = {
+        **settings.SLOWWATCH,
+        "REPORTERS": ["helpers.Broken", "slowwatch.reporters.PrometheusReporter"],
+    }
+    before = value("slowwatch_internal_errors_total", {"where": "reporter Broken"})
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (Client().get("/sleep/?s=1.2"), done.set()))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while value("slowwatch_requests_slow") < 1 and time.monotonic() < deadline:
+            done.wait(0.02)
+        assert value("slowwatch_requests_slow") == 1  # while it runs
+    finally:
+        worker.join(10)
+    runtime.dispatcher().flush(10)
+    assert value("slowwatch_requests_slow") == 0
+    after = value("slowwatch_internal_errors_total", {"where": "reporter Broken"})
+    assert after >= before + 1
