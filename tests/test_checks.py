@@ -66,6 +66,18 @@ def ids(value: object) -> list[str]:
         ({"RETENTION": {"MAX_ROWS": 1.5}}, ["slowwatch.E015"]),
         ({"RETENTION": {"DAYS": 3}}, ["slowwatch.E015"]),
         ({"RETENTION": 30}, ["slowwatch.E015"]),
+        ({"EMAIL": {"TO": ["ops@example.com"], "WINDOW": 60, "PER_HOUR": 5}}, []),
+        ({"EMAIL": "ops@example.com"}, ["slowwatch.E016"]),
+        ({"EMAIL": {"TO": "ops@example.com"}}, ["slowwatch.E016"]),
+        ({"EMAIL": {"WINDOW": 0}}, ["slowwatch.E016"]),
+        ({"EMAIL": {"KINDS": ["slow", "nope"]}}, ["slowwatch.E016"]),
+        ({"EMAIL": {"CC": []}}, ["slowwatch.E016"]),
+        ({"SENTRY": {"PER_HOUR": 0}}, ["slowwatch.E017"]),
+        ({"SENTRY": {"KINDS": ["slow", "killed"]}}, []),
+        ({"ADMIN_URL_BASE": "https://ops.example.com"}, []),
+        ({"ADMIN_URL_BASE": "ops.example.com"}, ["slowwatch.E018"]),
+        ({"CACHE_ALIAS": None}, []),
+        ({"CACHE_ALIAS": "nope"}, ["slowwatch.E019"]),
     ],
 )
 def test_settings_checks(value, expected):

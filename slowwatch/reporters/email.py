@@ -23,8 +23,10 @@ from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 
 from slowwatch.conf import settings
+from slowwatch.flame import frame_kind
 from slowwatch.internal import InternalLog
 from slowwatch.limits import CircuitBreaker, Decision, RateLimit
+from slowwatch.process import describe as describe_process
 from slowwatch.report import Report
 from slowwatch.reporters.base import Reporter
 
@@ -81,6 +83,30 @@ def admin_link(report: Report) -> str:
         local = host.split(":")[0] in ("localhost", "127.0.0.1", "[::1]")
         base = f"{'http' if local else 'https'}://{host}"
     return base + path
+
+
+def compact_traceback(report: Report, keep_inner: int = 2) -> str:
+    """The stack for a mail: your frames and the innermost ones; runs of others folded."""
+    frames = report.frames
+    if not frames:
+        return report.traceback()
+    keep = {len(frames) - 1 - i for i in range(keep_inner)}
+    keep |= {i for i, f in enumerate(frames) if frame_kind(f.filename) == "app"}
+    lines = [report.traceback().split("\n", 1)[0]]
+    folded = 0
+    for i, frame in enumerate(frames):
+        if i not in keep:
+            folded += 1
+            continue
+        if folded:
+            lines.append(f"  ... {folded} library frame{'s' if folded > 1 else ''} ...")
+            folded = 0
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
+        if frame.line:
+            lines.append(f"    {frame.line}")
+        for name, value in frame.locals or ():
+            lines.append(f"      {name} = {one_line(value, 500)}")
+    return "\n".join(lines)
 
 
 class EmailReporter(Reporter):
@@ -158,10 +184,10 @@ class EmailReporter(Reporter):
             "verdict": report.verdict(),
             "sql": report.sql_text().strip("\n"),
             "hottest": report.hottest(),
-            "traceback": report.traceback(),
+            "traceback": compact_traceback(report),
             "endpoint": endpoint(report),
             "suppressed": decision.suppressed,
             "since": since,
             "link": admin_link(report),
-            "process": report.process,
+            "process": describe_process(report.process),
         }
