@@ -77,7 +77,7 @@ def test_the_detail_page(admin: Client, seeded: list[SlowRequest]) -> None:
     assert 'class="sw-flame"' in page and "<title>n_plus_one" in page
     assert "time.sleep(_seconds(request, 0.5))" in page  # source context
     assert "Repeated (N+1?)" in page and "SELECT ?" in page
-    assert "Hottest lines" in page and "Timeline" in page and "rss" in page
+    assert "Hottest lines" in page and "Timeline" in page and "Memory (RSS)" in page
     assert f"{row.pk}/speedscope/" in page and f"{row.pk}/collapsed/" in page
     assert "Delete" in page
 

@@ -102,6 +102,36 @@ def timeline(obj: SlowRequest) -> list[dict[str, Any]]:
     return entries
 
 
+#: (key, label, how to show it) of the process figures, in this order.
+FIGURES: tuple[tuple[str, str, Any], ...] = (
+    ("rss", "Memory (RSS)", lambda v: f"{v / 1e6:.1f} MB"),
+    ("threads", "Threads", str),
+    ("open_fds", "Open files", str),
+    ("cpu_seconds", "CPU used by the process", lambda v: f"{v:.2f} s"),
+    ("cpu_percent", "Process CPU since the previous report", lambda v: f"{v:.0f} %"),
+    (
+        "ctx_switches",
+        "Context switches",
+        lambda v: f"{v['voluntary']} voluntary, {v['involuntary']} involuntary",
+    ),
+    ("load", "System load (1, 5, 15 min)", lambda v: " · ".join(str(x) for x in v)),
+)
+
+
+def process_figures(obj: SlowRequest) -> list[tuple[str, str]]:
+    figures = obj.process if isinstance(obj.process, dict) else {}
+    shown = []
+    for key, label, render in FIGURES:
+        value = figures.get(key)
+        if value is None:
+            continue
+        try:
+            shown.append((label, render(value)))
+        except (TypeError, ValueError, KeyError):  # a stored row we do not understand
+            shown.append((label, str(value)))
+    return shown
+
+
 def context(obj: SlowRequest) -> dict[str, Any]:
     stack = obj.stack if isinstance(obj.stack, dict) else {}
     frames = stack.get("frames")
@@ -113,6 +143,6 @@ def context(obj: SlowRequest) -> dict[str, Any]:
         "hidden": stack.get("hidden") or 0,
         "truncated": stack.get("truncated") or 0,
         "sql": obj.sql if isinstance(obj.sql, dict) else {},
-        "process": sorted((obj.process if isinstance(obj.process, dict) else {}).items()),
+        "process": process_figures(obj),
         "timeline": timeline(obj),
     }
