@@ -29,3 +29,9 @@ class SlowWatchConfig(AppConfig):
             from slowwatch.sql import connect
 
             connect()
+            # Keeps the class of an exception a view raised (Django answers 500).
+            from django.core.signals import got_request_exception
+
+            from slowwatch.runtime import note_exception
+
+            got_request_exception.connect(note_exception, dispatch_uid="slowwatch")

@@ -143,7 +143,7 @@ class SlowWatchMiddleware:
             claim = filed[CLAIM]
             if claim is not None and self.watchdog.settle(claim) is not None:
                 stats = filed[SQL] if len(filed) > SQL else None
-                runtime.finished(claim, response, sys.exc_info()[1], stats)
+                runtime.finished(claim, response, sys.exc_info()[1], stats, request)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -161,7 +161,7 @@ class SlowWatchMiddleware:
         finally:
             claim = self.watchdog.disarm(task, watch)
             if claim is not None:
-                runtime.finished(claim, response, sys.exc_info()[1])
+                runtime.finished(claim, response, sys.exc_info()[1], request=request)
         return response  # type: ignore[no-any-return]
 
     def _process_view(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 import uuid
@@ -207,15 +208,32 @@ def refresh_control() -> None:
         apply_control(ControlState(row.paused, row.threshold, row.changed_at.timestamp()))
 
 
+#: Where :func:`note_exception` leaves the class of an exception a view raised.
+EXCEPTION_ATTR = "_slowwatch_exception"
+
+
+def note_exception(sender: object, request: Any = None, **kwargs: object) -> None:
+    """``got_request_exception``: Django turns a view's exception into a 500
+    response before our middleware sees it; this keeps its class for the report."""
+    exc = sys.exc_info()[1]
+    if request is not None and exc is not None:
+        with contextlib.suppress(TypeError):
+            vars(request)[EXCEPTION_ATTR] = type(exc).__qualname__
+
+
 def finished(
     claim: Claim,
     response: HttpResponseBase | None,
     exc: BaseException | None,
     stats: SqlStats | None = None,
+    request: Any = None,
 ) -> None:
     """Send the ``finished`` transition of a reported request (request thread)."""
     with errors.guard("reporting a finished request"):
         duration = time.monotonic() - claim.started
+        name = type(exc).__qualname__ if exc is not None else ""
+        if not name and request is not None:
+            name = _plain(request, EXCEPTION_ATTR) or ""
         dispatcher().submit(
             Finished(
                 report_id=claim.report_id,
@@ -226,7 +244,7 @@ def finished(
                 threshold=claim.threshold,
                 duration=duration,
                 status_code=getattr(response, "status_code", None),
-                exception=type(exc).__qualname__ if exc is not None else "",
+                exception=name,
                 profile=claim.final,
                 # Summarised on the reporter thread, not here on the request's.
                 sql_stats=stats,

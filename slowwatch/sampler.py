@@ -226,7 +226,7 @@ class Watchdog:
                 if claim.probe is not None and claim.probe.clock is not None:
                     claim.profile.cpu_time = claim.probe.cpu_total
                 claim.final = claim.profile.frozen()
-            return claim if claim.reported else None
+            return claim if claim.reported and not claim.killed else None
 
     def current(self) -> object | None:
         """The key of the calling thread's watch, if it has one."""
@@ -476,6 +476,8 @@ class Watchdog:
                             continue
                         claim = Claim(watch[STARTED], watch[THRESHOLD], report_id=uuid.uuid4().hex)
                         claim.info = info
+                    elif kind == "killed":
+                        claim.killed = True
                     stack = self._stack(key, frames.get(thread_id))
                     thread = threads.get(thread_id)
                     self._on_slow(

@@ -47,6 +47,9 @@ class Claim:
     sampled_at: float = 0.0
     closed: bool = False
     final: FrozenProfile | None = None
+    #: Reported ``killed``: the process is going away, the request has no
+    #: ``finished`` to send (what unwinds it is the termination itself).
+    killed: bool = False
 
 
 def thread_of(key: object, watch: Watch) -> int:

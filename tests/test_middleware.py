@@ -67,6 +67,7 @@ def test_a_view_that_raises_finishes_with_500(collected):
     assert client.get("/boom/?s=0.5").status_code == 500
     [done] = reports(collected, "finished")
     assert done.status_code == 500
+    assert done.exception == "ValueError"  # though Django answered the 500 itself
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,10 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.dateformat import format as date_format
 from django.utils.http import urlencode
 from django.utils.text import slugify
+from django.utils.timezone import localtime
 
 from slowwatch.admin import control, detail, summary
 from slowwatch.conf import settings
@@ -28,7 +30,7 @@ from slowwatch.profile import FrozenProfile
 
 
 def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
+    return "–" if value is None else f"{value * 100:.0f} %"
 
 
 if TYPE_CHECKING:
@@ -38,18 +40,19 @@ else:  # ModelAdmin is generic for type checkers only
 
 
 class SlowRequestAdmin(_Base):
+    # The view comes last: it is long, and a filter and on the detail page too.
     list_display = [
-        "started_at",
+        "started",
         "method",
         "short_path",
-        "view",
         "seconds",
         "state",
         "cpu",
         "db",
         "outcome",
+        "view",
     ]
-    list_display_links = ["started_at", "short_path"]
+    list_display_links = ["started", "short_path"]
     list_filter = ["state", "method", "view", "started_at"]
     date_hierarchy = "started_at"
     search_fields = ["path", "view", "=request_id"]
@@ -73,6 +76,10 @@ class SlowRequestAdmin(_Base):
         return cast("QuerySet[SlowRequest]", rows)
 
     # -- columns ---------------------------------------------------------
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: SlowRequest) -> str:
+        return date_format(localtime(obj.started_at), "Y-m-d H:i:s")
 
     @admin.display(description="path", ordering="path")
     def short_path(self, obj: SlowRequest) -> str:

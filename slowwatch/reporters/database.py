@@ -92,7 +92,7 @@ def fields_of(report: Report) -> dict[str, Any]:
         threshold=report.threshold,
         duration=report.elapsed,
     )
-    if report.thread_name or report.thread_id:
+    if report.thread_name:  # a finished report does not know the name: keep the slow one's
         found["thread"] = f"{report.thread_name} ({report.thread_id})".strip()[:255]
     if sql:
         found.update(sql_count=sql.get("count"), sql_time=sql.get("time"), sql=sql)
