@@ -195,6 +195,7 @@ class SlowWatchMiddleware:
 
 #: Where the request thread leaves its Sentry isolation scope for the monitor.
 SCOPE_ATTR = "_slowwatch_sentry_scope"
+SPAN_ATTR = "_slowwatch_sentry_span"
 
 
 class SentryScopeMiddleware(SlowWatchMiddleware):
@@ -207,4 +208,6 @@ class SentryScopeMiddleware(SlowWatchMiddleware):
             import sentry_sdk
 
             vars(request)[SCOPE_ATTR] = sentry_sdk.get_isolation_scope()
+            # The request's transaction when tracing is on: the event's parent span.
+            vars(request)[SPAN_ATTR] = sentry_sdk.get_current_scope().span
         return super().__call__(request)

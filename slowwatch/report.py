@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import linecache
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -159,6 +160,12 @@ class Report:
     state: str = ""
     #: The request's trace context, e.g. Sentry's ``trace_id`` and ``span_id``.
     trace: dict[str, str] = field(default_factory=dict)
+
+    def where(self) -> str:
+        """What alerts group by: the route pattern, else the view, else the path."""
+        if self.route:
+            return "/" + self.route.lstrip("/")
+        return self.view or self.url.split("?", 1)[0]
 
     def verdict(self) -> str:
         """Where the time went: shares from the profile, else the state at the snapshot."""
@@ -315,6 +322,16 @@ class Report:
             **({"sql": self.sql} if self.sql else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
+
+
+#: Characters that must not reach a header or a title (CR, LF and other controls).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+
+
+def headline(text: str, limit: int) -> str:
+    """``text`` as one line of at most ``limit`` characters: for subjects and titles."""
+    text = _CONTROL.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _cut(sql: str, limit: int = 160) -> str:

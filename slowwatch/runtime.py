@@ -104,6 +104,9 @@ def _trace(request: Any) -> tuple[tuple[str, str], ...]:
     if scope is None:
         return ()
     found = scope.get_trace_context()
+    span = _plain(request, "_slowwatch_sentry_span")
+    if span is not None:
+        found = {**found, "trace_id": span.trace_id, "span_id": span.span_id}
     return tuple(
         (key, found[key]) for key in ("trace_id", "span_id") if isinstance(found.get(key), str)
     )

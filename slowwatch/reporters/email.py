@@ -9,7 +9,6 @@ timeout of its own; a mail server that keeps failing is left alone for a while
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -27,27 +26,18 @@ from slowwatch.flame import frame_kind
 from slowwatch.internal import InternalLog
 from slowwatch.limits import CircuitBreaker, Decision, RateLimit
 from slowwatch.process import describe as describe_process
-from slowwatch.report import Report
+from slowwatch.report import Report, headline
 from slowwatch.reporters.base import Reporter
 
 #: Longest subject line, prefix included.
 SUBJECT_MAX = 200
-#: Characters that must not reach a mail header (CR, LF and other controls).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
 _TITLES = {"slow": "Slow request", "still_slow": "Still slow", "killed": "Killed"}
 
 errors = InternalLog()
 
 
-def one_line(text: str, limit: int = SUBJECT_MAX) -> str:
-    text = _CONTROL.sub(" ", text).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def endpoint(report: Report) -> str:
-    """What alerts are grouped by: the route pattern, else the view, else the path."""
-    where = report.route or report.view or report.url.split("?", 1)[0]
-    return f"{report.method} {'/' + where.lstrip('/') if report.route else where}"
+    return f"{report.method} {report.where()}"
 
 
 def shared_cache_alias(alias: str | None) -> str | None:
@@ -105,7 +95,7 @@ def compact_traceback(report: Report, keep_inner: int = 2) -> str:
         if frame.line:
             lines.append(f"    {frame.line}")
         for name, value in frame.locals or ():
-            lines.append(f"      {name} = {one_line(value, 500)}")
+            lines.append(f"      {name} = {headline(value, 500)}")
     return "\n".join(lines)
 
 
@@ -161,7 +151,7 @@ class EmailReporter(Reporter):
         verdict = report.verdict()
         detail = f"{report.elapsed:.1f} s" + (f", {verdict}" if verdict else "")
         more = f" (+{decision.suppressed} more)" if decision.suppressed else ""
-        return one_line(f"{self.prefix}{title}: {endpoint(report)} ({detail}){more}")
+        return headline(f"{self.prefix}{title}: {endpoint(report)} ({detail}){more}", SUBJECT_MAX)
 
     def message(self, report: Report, decision: Decision) -> EmailMultiAlternatives:
         context = self.context(report, decision)

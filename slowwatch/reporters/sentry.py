@@ -35,7 +35,7 @@ from sentry_sdk.utils import filename_for_module, set_in_app_in_frames
 from slowwatch.conf import settings
 from slowwatch.internal import InternalLog
 from slowwatch.limits import CircuitBreaker, Decision, RateLimit
-from slowwatch.report import Report
+from slowwatch.report import Report, headline
 from slowwatch.reporters.base import Reporter
 from slowwatch.threadstate import LABELS
 
@@ -72,18 +72,6 @@ LEVELS = {
 errors = InternalLog()
 
 
-def where(report: Report) -> str:
-    """What events are grouped by: the route pattern, else the view, else the path."""
-    if report.route:
-        return "/" + report.route.lstrip("/")
-    return report.view or report.url.split("?", 1)[0]
-
-
-def _one_line(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def short_verdict(report: Report) -> str:
     """The main thing the request was doing, as a tag: ``in the database``."""
     profile = report.profile
@@ -96,14 +84,14 @@ def short_verdict(report: Report) -> str:
 def message(report: Report) -> str:
     """``Slow request: GET /orders/<int:pk>/ (12.3 s, in the database)``."""
     title = _TITLES.get(report.kind, "Slow request")
-    endpoint = f"{report.method} {where(report)}"
+    endpoint = f"{report.method} {report.where()}"
     if report.kind == "lost":
         detail = f"the {report.extra.get('dropped')} report was dropped"
         detail += f": {report.extra.get('reason')}" if report.extra.get("reason") else ""
     else:
         verdict = report.verdict()
         detail = f"{report.elapsed:.1f} s" + (f", {verdict}" if verdict else "")
-    return _one_line(f"{title}: {endpoint} ({detail})", MESSAGE_MAX)
+    return headline(f"{title}: {endpoint} ({detail})", MESSAGE_MAX)
 
 
 class Collection:
@@ -217,7 +205,7 @@ def build_event(
     report: Report, decision: Decision, collection: Collection, options: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The event for ``report``; ``decision`` says how many were held back before it."""
-    route = where(report)
+    route = report.where()
     thread: dict[str, Any] = {
         "id": report.thread_id,
         "name": report.thread_name or None,
@@ -262,7 +250,7 @@ def build_event(
             "source": "route" if report.route else "component" if report.view else "url"
         },
         "tags": {
-            "route": _one_line(route, TAG_MAX),
+            "route": headline(route, TAG_MAX),
             "state": report.kind,
             "slowwatch.id": report.id,
         },
@@ -274,7 +262,7 @@ def build_event(
     }
     verdict = short_verdict(report)
     if verdict:
-        event["tags"]["verdict"] = _one_line(verdict, TAG_MAX)
+        event["tags"]["verdict"] = headline(verdict, TAG_MAX)
     if report.started_at:
         # When the snapshot was taken (or the request ended), not when it was sent.
         event["timestamp"] = datetime.fromtimestamp(
@@ -338,7 +326,7 @@ class SentryReporter(Reporter):
         if not self.breaker.allow():
             self.counts["circuit_open"] += 1
             return
-        route = where(report)
+        route = report.where()
         decision = self.limit.check(f"{report.kind} {report.method} {route}")
         if not decision.allowed:
             self.counts["rate_limited"] += 1
@@ -363,7 +351,7 @@ class SentryReporter(Reporter):
             use_scope(Scope(ty=ScopeType.CURRENT)) as scope,
         ):
             if report.profile is not None:
-                profile = report.profile.speedscope(f"{report.method} {where(report)}")
+                profile = report.profile.speedscope(f"{report.method} {report.where()}")
                 scope.add_attachment(
                     bytes=json.dumps(profile).encode(),
                     filename=f"slowwatch-{report.id}.speedscope.json",
