@@ -4,7 +4,9 @@ Producers (the monitor thread, and a request thread finishing a reported
 request) call :meth:`Dispatcher.submit`, which never blocks: when the queue is
 full the item is dropped and counted, and ``on_drop`` may turn it into a
 small notice that is delivered as soon as there is room (so that a reporter
-learns a report is missing rather than never hearing of it). The reporter thread, started on the
+learns a report is missing rather than never hearing of it). Whenever the
+queue runs empty, ``on_idle`` lets reporters release what they hold (a
+database connection). The reporter thread, started on the
 first submit in each process, hands items to ``deliver`` one by one; whatever
 ``deliver`` raises is logged through :class:`~slowwatch.internal.InternalLog`.
 At interpreter exit pending items get at most ``exit_timeout`` seconds.
@@ -35,9 +37,11 @@ class Dispatcher(Generic[T]):
         errors: InternalLog | None = None,
         exit_timeout: float = 2.0,
         on_drop: Callable[[T], T | None] | None = None,
+        on_idle: Callable[[], object] | None = None,
     ) -> None:
         self._deliver = deliver
         self._on_drop = on_drop
+        self._on_idle = on_idle
         self.maxsize = maxsize
         self.exit_timeout = exit_timeout
         self._errors = errors or InternalLog()
@@ -132,6 +136,16 @@ class Dispatcher(Generic[T]):
                 with self._errors.guard("delivering a report"):
                     self._deliver(item)
             finally:
+                with cond:
+                    idle = not self._items and not self._lost
+                    if not idle or self._on_idle is None:
+                        self._busy = False
+                        self.counts["delivered"] += 1
+                        cond.notify_all()
+            if idle and self._on_idle is not None:
+                # Still busy for flush(): what reporters hold is released first.
+                with self._errors.guard("releasing what reporters hold"):
+                    self._on_idle()
                 with cond:
                     self._busy = False
                     self.counts["delivered"] += 1

@@ -153,7 +153,11 @@ def dispatcher() -> Dispatcher[Event]:
         with _lock:
             if _dispatcher is None:
                 _dispatcher = Dispatcher(
-                    deliver, maxsize=settings.queue_size, errors=errors, on_drop=lost
+                    deliver,
+                    maxsize=settings.queue_size,
+                    errors=errors,
+                    on_drop=lost,
+                    on_idle=idle,
                 )
     return _dispatcher
 
@@ -278,6 +282,13 @@ def deliver(event: Event) -> None:
     for reporter in reporters():
         with errors.guard(f"reporter {type(reporter).__qualname__}"):
             reporter.handle(report)
+
+
+def idle() -> None:
+    """The queue ran empty: let each reporter release what it holds."""
+    for reporter in _reporters or ():
+        with errors.guard(f"reporter {type(reporter).__qualname__} going idle"):
+            reporter.idle()
 
 
 @receiver(setting_changed)

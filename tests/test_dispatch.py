@@ -125,3 +125,20 @@ def test_a_dropped_item_is_followed_by_a_notice():
     finally:
         release.set()
         d.stop()
+
+
+def test_reporters_release_what_they_hold_when_the_queue_runs_empty():
+    gate = threading.Event()
+    events: list[str] = []
+
+    def deliver(item: str) -> None:
+        gate.wait(5)
+        events.append(item)
+
+    queue: Dispatcher[str] = Dispatcher(deliver, on_idle=lambda: events.append("idle"))
+    for item in ("a", "b", "c"):
+        queue.submit(item)
+    gate.set()
+    assert queue.flush(5)  # flush also waits for the idle call
+    assert events == ["a", "b", "c", "idle"]  # once, after the burst
+    queue.stop()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db import connections
 from django.db.models import QuerySet
 from django.http import (
     Http404,
@@ -225,6 +226,7 @@ class SlowRequestAdmin(_Base):
             windows=[(k, label, k == key) for k, label, _ in summary.WINDOWS],
             window=key,
             limit=summary.MAX_ENDPOINTS,
+            postgres=connections[settings.database_alias].vendor == "postgresql",
         )
         return TemplateResponse(request, "admin/slowwatch/slowrequest/summary.html", context)
 

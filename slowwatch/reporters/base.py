@@ -16,3 +16,7 @@ class Reporter:
 
     def handle(self, report: Report) -> None:
         raise NotImplementedError
+
+    def idle(self) -> None:
+        """Called on the reporter thread whenever no report is waiting: release
+        what is worth keeping only during a burst (a database connection)."""

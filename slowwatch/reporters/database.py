@@ -18,7 +18,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connections
 
 from slowwatch.conf import settings
 from slowwatch.flame import frame_kind
@@ -165,39 +165,51 @@ class DatabaseReporter(Reporter):
                     time.sleep(delay)
             self.counts["saved"] += 1
         except DatabaseError as exc:
+            connections[self.alias].close()
             self.counts["dropped"] += 1
             errors.error("DatabaseReporter: a report was dropped", exc)
             return
-        finally:
-            connections[self.alias].close()
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY
             with errors.guard("DatabaseReporter: applying RETENTION"):
                 prune(*settings.retention, using=self.alias)
-                connections[self.alias].close()
+
+    def idle(self) -> None:
+        # Kept open through a burst of reports, closed as soon as it is over.
+        connections[self.alias].close()
 
     def save(self, report: Report) -> None:
+        """One statement per transition: an INSERT at ``slow``, then UPDATEs."""
         found = fields_of(report)
         manager = self.model._default_manager.db_manager(self.alias)
         # When it happened: the deadline's snapshot, the end, or (lost) now.
         at = report.started_at + report.elapsed if report.started_at else time.time()
         entry = {"kind": report.kind, "at": at, "elapsed": report.elapsed}
-        with transaction.atomic(using=self.alias):
-            row = manager.select_for_update().filter(request_id=report.id).first()
-            if row is None:
-                state = STATES.get(report.kind, "lost")
-                if report.kind == "lost":
-                    # The slow report itself never arrived: keep what is known.
-                    found.update(started_at=_when(time.time()), threshold=0.0, duration=0.0)
-                manager.create(request_id=report.id, state=state, timeline=[entry], **found)
+        if report.kind == "slow":
+            # The first word about a request (the only writer of its row is
+            # this thread): insert straight away.
+            try:
+                manager.create(request_id=report.id, state="slow", timeline=[entry], **found)
                 return
+            except IntegrityError:
+                pass  # told twice: update instead
+        row = (
+            manager.filter(request_id=report.id)
+            .order_by()
+            .values("pk", "state", "timeline", "extra")
+            .first()
+        )
+        if row is None:
+            state = STATES.get(report.kind, "lost")
             if report.kind == "lost":
-                found = {"extra": {**row.extra, "lost": report.extra}}
-                if row.state == "slow":
-                    found["state"] = "lost"
-            else:
-                found["state"] = STATES.get(report.kind, row.state)
-            for name, value in found.items():
-                setattr(row, name, value)
-            row.timeline = [*row.timeline, entry]
-            row.save(using=self.alias, update_fields=[*found, "timeline"])
+                # The slow report itself never arrived: keep what is known.
+                found.update(started_at=_when(time.time()), threshold=0.0, duration=0.0)
+            manager.create(request_id=report.id, state=state, timeline=[entry], **found)
+            return
+        if report.kind == "lost":
+            found = {"extra": {**(row["extra"] or {}), "lost": report.extra}}
+            if row["state"] == "slow":
+                found["state"] = "lost"
+        else:
+            found["state"] = STATES.get(report.kind, row["state"])
+        manager.filter(pk=row["pk"]).update(timeline=[*(row["timeline"] or []), entry], **found)
