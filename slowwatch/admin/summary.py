@@ -1,24 +1,21 @@
 """The endpoint summary: slow requests per route and method, aggregated by the database.
 
-On PostgreSQL one ``GROUP BY`` gives counts, maximum, shares and last-seen,
-and ``percentile_cont`` the percentiles. Elsewhere (SQLite) one query of
-window functions ranks the durations within each endpoint and keeps the
-nearest-rank p50 and p95 rows, which carry the endpoint's other figures. Both
-read only the ``slowwatch_endpoint`` index, which covers them.
+One ``GROUP BY`` gives counts, maximum, shares and last-seen, and on
+PostgreSQL ``percentile_cont`` the percentiles in the same query. Elsewhere
+(SQLite) the database streams each endpoint's durations in order and one pass
+picks the nearest-rank p50 and p95 (see :func:`_nearest_ranks`). Both read
+only the ``slowwatch_endpoints`` index, which covers them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
 from typing import Any
 
-from django.conf import settings
 from django.db import connections
 from django.db.models import Aggregate, Count, F, FloatField, Max, Q, QuerySet, Sum
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from slowwatch.models import SlowRequest
 
@@ -79,9 +76,14 @@ def _share(field: str) -> Any:
 def endpoints(rows: QuerySet[SlowRequest], since: datetime) -> list[Endpoint]:
     """The summary of ``rows`` started since ``since``, most frequent endpoint first."""
     recent = rows.filter(started_at__gte=since).order_by()
-    if connections[recent.db].vendor != "postgresql":
-        return _ranked(recent.db, since)
-    groups = (
+    postgres = connections[recent.db].vendor == "postgresql"
+    percentiles: dict[str, Any] = {}
+    if postgres:
+        percentiles = {
+            "p50": PercentileCont("duration", 0.5),
+            "p95": PercentileCont("duration", 0.95),
+        }
+    groups = list(
         recent.values("route", "method")
         .annotate(
             count=Count("id"),
@@ -90,11 +92,14 @@ def endpoints(rows: QuerySet[SlowRequest], since: datetime) -> list[Endpoint]:
             cpu=_share("cpu_share"),
             db=_share("db_share"),
             wait=_share("wait_share"),
-            p50=PercentileCont("duration", 0.5),
-            p95=PercentileCont("duration", 0.95),
+            **percentiles,
         )
         .order_by("-count", "route", "method")[:MAX_ENDPOINTS]
     )
+    if not postgres:
+        ranks = _nearest_ranks(recent, {(g["route"], g["method"]): g["count"] for g in groups})
+        for g in groups:
+            g["p50"], g["p95"] = ranks.get((g["route"], g["method"]), (None, None))
     return [
         Endpoint(
             g["route"],
@@ -112,79 +117,33 @@ def endpoints(rows: QuerySet[SlowRequest], since: datetime) -> list[Endpoint]:
     ]
 
 
-def _ranked(using: str, since: datetime) -> list[Endpoint]:
-    """Everything in one pass of window functions over the covering index.
+def _nearest_ranks(
+    recent: QuerySet[SlowRequest], counts: dict[tuple[str, str], int]
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """p50 and p95 by nearest rank, from the durations streamed in order.
 
-    Each endpoint's durations are ranked; the rows at the nearest ranks of
-    p50 and p95 come back, carrying the endpoint's count, maximum, last start
-    and shares. Integer arithmetic only, so that no database's division or
-    rounding rules matter.
+    The database sorts (route, method, duration) out of the covering index;
+    one pass here picks the rows at the ranks. Memory stays bounded: rows
+    arrive in chunks and only two numbers per endpoint are kept.
     """
-    connection = connections[using]
-    q = connection.ops.quote_name
-    part = f"PARTITION BY {q('route')}, {q('method')}"
-
-    def share(column: str) -> str:
-        weighted = f"SUM({q(column)} * {q('duration')}) OVER ({part})"
-        known = f"SUM(CASE WHEN {q(column)} IS NOT NULL THEN {q('duration')} END) OVER ({part})"
-        return f"{weighted} / {known}"
-
-    sql = f"""
-        SELECT route, method, rn, n, duration, longest, last_seen, cpu, db, wait FROM (
-            SELECT {q("route")} AS route, {q("method")} AS method, {q("duration")} AS duration,
-                   ROW_NUMBER() OVER ({part} ORDER BY {q("duration")}) AS rn,
-                   COUNT(*) OVER ({part}) AS n,
-                   MAX({q("duration")}) OVER ({part}) AS longest,
-                   MAX({q("started_at")}) OVER ({part}) AS last_seen,
-                   {share("cpu_share")} AS cpu, {share("db_share")} AS db,
-                   {share("wait_share")} AS wait
-            FROM {q(SlowRequest._meta.db_table)} WHERE {q("started_at")} >= %s
-        ) ranked
-        WHERE rn * 2 BETWEEN n AND n + 1 OR (rn * 100 >= n * 95 AND rn * 100 < n * 95 + 100)
-    """
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(since)])
-        for route, method, rn, n, duration, longest, last, cpu, db, wait in cursor.fetchall():
-            entry = found.setdefault(
-                (route, method),
-                {"n": n, "max": longest, "last": _datetime(last), "shares": (cpu, db, wait)},
-            )
-            if rn * 2 in (n, n + 1):
-                entry["p50"] = duration
-            if n * 95 <= rn * 100 < n * 95 + 100:
-                entry["p95"] = duration
-    ordered = sorted(found.items(), key=lambda item: (-item[1]["n"], item[0]))
-    shown = []
-    for (route, method), e in ordered[:MAX_ENDPOINTS]:
-        cpu, db, wait = e["shares"]
-        shown.append(
-            Endpoint(
-                route,
-                method,
-                e["n"],
-                e.get("p50"),
-                e.get("p95"),
-                e["max"],
-                cpu,
-                db,
-                wait,
-                e["last"],
-            )
-        )
-    return shown
-
-
-def _datetime(value: object) -> datetime:
-    """A datetime from a raw row (SQLite returns text)."""
-    if isinstance(value, str):
-        parsed = parse_datetime(value)
-        assert parsed is not None
-        value = parsed
-    assert isinstance(value, datetime)
-    if settings.USE_TZ and timezone.is_naive(value):
-        value = timezone.make_aware(value, dt_timezone.utc)
-    return value
+    ordered = recent.order_by("route", "method", "duration").values_list(
+        "route", "method", "duration"
+    )
+    found: dict[tuple[str, str], tuple[float, float]] = {}
+    key: tuple[str, str] | None = None
+    rank = n = 0
+    p50 = 0.0
+    for route, method, duration in ordered.iterator(chunk_size=5000):
+        if (route, method) != key:
+            key, rank, n = (route, method), 0, counts.get((route, method), 0)
+        rank += 1
+        if not n:
+            continue  # an endpoint not shown
+        if rank == (n + 1) // 2:
+            p50 = duration
+        if rank == (n * 95 + 99) // 100:
+            found[key] = (p50, duration)
+    return found
 
 
 def since(length: timedelta) -> datetime:
