@@ -176,14 +176,18 @@ class FrozenProfile:
 
     def to_dict(self, max_bytes: int = 64 * 1024) -> dict[str, Any]:
         """The JSON form; stacks past ``max_bytes`` of JSON are left out, hottest kept."""
-        stacks: list[dict[str, Any]] = []
-        size = 2
-        for key, count in self.stacks:
-            entry = {"frames": [list(frame) for frame in key], "count": count}
-            size += len(json.dumps(entry)) + 2
-            if size > max_bytes:
-                break
-            stacks.append(entry)
+        stacks: list[dict[str, Any]] = [
+            {"frames": list(map(list, key)), "count": count} for key, count in self.stacks
+        ]
+        # Usually under the cap: measured once, entry by entry only when over.
+        if len(json.dumps(stacks)) > max_bytes:
+            kept, size = [], 2
+            for entry in stacks:
+                size += len(json.dumps(entry)) + 2
+                if size > max_bytes:
+                    break
+                kept.append(entry)
+            stacks = kept
         return {
             "interval": self.interval,
             "samples": self.samples,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import linecache
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,6 +34,8 @@ RETRY_DELAYS = (0.05, 0.25)
 CONTEXT_LINES = 3
 #: Retention runs at most this often per process (seconds).
 PRUNE_EVERY = 3600.0
+#: Rows of running requests remembered between their transitions.
+REMEMBERED = 1000
 #: Longest text kept in a column of its own (the JSON keeps what the report has).
 MAX_TEXT = 4000
 
@@ -150,6 +152,9 @@ class DatabaseReporter(Reporter):
         self.alias = settings.database_alias
         self.counts: Counter[str] = Counter()
         self._next_prune = 0.0
+        #: request id -> what the next transition of its row needs (pk, state,
+        #: timeline, extra), so that it is one UPDATE without a SELECT first.
+        self._rows: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def handle(self, report: Report) -> None:
         try:
@@ -189,11 +194,14 @@ class DatabaseReporter(Reporter):
             # The first word about a request (the only writer of its row is
             # this thread): insert straight away.
             try:
-                manager.create(request_id=report.id, state="slow", timeline=[entry], **found)
+                created = manager.create(
+                    request_id=report.id, state="slow", timeline=[entry], **found
+                )
+                self._remember(report.id, created.pk, "slow", [entry], {})
                 return
             except IntegrityError:
                 pass  # told twice: update instead
-        row = (
+        row = self._rows.pop(report.id, None) or (
             manager.filter(request_id=report.id)
             .order_by()
             .values("pk", "state", "timeline", "extra")
@@ -204,7 +212,8 @@ class DatabaseReporter(Reporter):
             if report.kind == "lost":
                 # The slow report itself never arrived: keep what is known.
                 found.update(started_at=_when(time.time()), threshold=0.0, duration=0.0)
-            manager.create(request_id=report.id, state=state, timeline=[entry], **found)
+            created = manager.create(request_id=report.id, state=state, timeline=[entry], **found)
+            self._remember(report.id, created.pk, state, [entry], {})
             return
         if report.kind == "lost":
             found = {"extra": {**(row["extra"] or {}), "lost": report.extra}}
@@ -212,4 +221,20 @@ class DatabaseReporter(Reporter):
                 found["state"] = "lost"
         else:
             found["state"] = STATES.get(report.kind, row["state"])
-        manager.filter(pk=row["pk"]).update(timeline=[*(row["timeline"] or []), entry], **found)
+        timeline = [*(row["timeline"] or []), entry]
+        if not manager.filter(pk=row["pk"]).update(timeline=timeline, **found):
+            # Deleted meanwhile (a purge): the rest of its story is a row of its own.
+            if report.kind != "lost":
+                manager.create(request_id=report.id, timeline=[entry], **found)
+            return
+        state = found.get("state", row["state"])
+        if state == "slow":  # more to come
+            self._remember(report.id, row["pk"], state, timeline, found.get("extra", row["extra"]))
+
+    def _remember(
+        self, request_id: str, pk: int, state: str, timeline: list[Any], extra: Any
+    ) -> None:
+        rows = self._rows
+        rows[request_id] = {"pk": pk, "state": state, "timeline": timeline, "extra": extra}
+        while len(rows) > REMEMBERED:
+            rows.popitem(last=False)
