@@ -11,9 +11,9 @@ import pytest
 from django.core.cache import caches
 from django.core.mail import get_connection
 from django.test import Client
-from mailsink import MailSink, Silent
 
 from helpers import Collected
+from mailsink import MailSink, Silent
 from slowwatch import runtime
 from slowwatch.capture import Stack
 from slowwatch.report import RequestInfo, Snapshot, build_report

@@ -12,6 +12,7 @@ import pytest
 
 from helpers import Server, slow
 from mailsink import MailSink
+from sentry_receiver import Receiver
 
 pytestmark = pytest.mark.server
 
@@ -19,14 +20,18 @@ REDIS = "redis://127.0.0.1:6379/0"
 ROUTES = ["/sleep/", "/other-sleep/", "/class/", "/anything/flood/"]
 
 
-def start(tmp_path: Path, sink: MailSink, redis: bool, threads: int = 16) -> Server:
+def start(
+    tmp_path: Path, sink: MailSink, redis: bool, threads: int = 16, sentry: str = ""
+) -> Server:
+    reporters = "slowwatch.reporters.LoggingReporter,slowwatch.reporters.EmailReporter"
     env = {
-        "SLOWWATCH_TEST_REPORTERS": (
-            "slowwatch.reporters.LoggingReporter,slowwatch.reporters.EmailReporter"
-        ),
+        "SLOWWATCH_TEST_REPORTERS": reporters,
         "SLOWWATCH_TEST_SMTP_PORT": str(sink.port),
         "SLOWWATCH_TEST_PG": "0",
     }
+    if sentry:
+        env["SLOWWATCH_TEST_REPORTERS"] += ",slowwatch.reporters.SentryReporter"
+        env["SLOWWATCH_TEST_SENTRY_DSN"] = sentry
     if redis:
         env["SLOWWATCH_TEST_REDIS"] = REDIS
         env["SLOWWATCH_TEST_CACHE_PREFIX"] = uuid.uuid4().hex  # this test's keys only
@@ -68,8 +73,8 @@ def test_two_workers_share_the_email_limit_only_through_a_shared_cache(
 
 
 def test_a_thousand_slow_requests_in_a_minute(tmp_path: Path) -> None:
-    with MailSink() as sink:
-        srv = start(tmp_path, sink, redis=True, threads=32)
+    with MailSink() as sink, Receiver() as sentry:
+        srv = start(tmp_path, sink, redis=True, threads=32, sentry=sentry.dsn)
         try:
             paths = [f"{ROUTES[i % len(ROUTES)]}?s=0.12" for i in range(1000)]
             started = time.monotonic()
@@ -77,14 +82,18 @@ def test_a_thousand_slow_requests_in_a_minute(tmp_path: Path) -> None:
             took = time.monotonic() - started
             assert took < 60
             mails = settle(sink, 3)
+            events = len(sentry.events())
             logged = srv.all_reports()
             slow_reports = [r for r in logged if slow("slow")(r)]
             lost = [r for r in logged if slow("lost")(r)]
             print(
                 f"\n1000 slow requests on {len(ROUTES)} endpoints in {took:.1f} s: "
-                f"{len(slow_reports)} slow reports, {len(lost)} lost notices, {mails} mails"
+                f"{len(slow_reports)} slow reports, {len(lost)} lost notices, {mails} mails, "
+                f"{events} Sentry events"
             )
             assert mails == len(ROUTES)  # one per endpoint, for the whole fleet
+            # Sentry's limits are per process: one per endpoint in each worker at most.
+            assert len(ROUTES) <= events <= 2 * len(ROUTES)
             assert len(slow_reports) + len(lost) >= 900
             subjects = sorted(m["Subject"] for m in sink.messages)
             assert all(s.startswith("[Django] Slow request: GET /") for s in subjects)

@@ -113,3 +113,9 @@ LOGGING = {
         },
     },
 }
+
+# Real-server tests that count Sentry events point the SDK at their receiver.
+if os.environ.get("SLOWWATCH_TEST_SENTRY_DSN"):
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=os.environ["SLOWWATCH_TEST_SENTRY_DSN"])
