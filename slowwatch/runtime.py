@@ -225,7 +225,8 @@ def note_exception(sender: object, request: Any = None, **kwargs: object) -> Non
     exc = sys.exc_info()[1]
     if request is not None and exc is not None:
         with contextlib.suppress(TypeError):
-            vars(request)[EXCEPTION_ATTR] = type(exc).__qualname__
+            # The first one: the view's, not one raised while handling it.
+            vars(request).setdefault(EXCEPTION_ATTR, type(exc).__qualname__)
 
 
 def finished(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent
 
 SECRET_KEY = "slowwatch-tests-not-secret"
@@ -84,7 +86,8 @@ if os.environ.get("SLOWWATCH_TEST_REDIS"):
     }
 EMAIL_HOST = "127.0.0.1"
 EMAIL_PORT = int(os.environ.get("SLOWWATCH_TEST_SMTP_PORT", "25"))
-ADMINS = [("Ops", "ops@example.com")]
+# Django 6 takes plain addresses (and deprecates the (name, address) pairs).
+ADMINS = ["ops@example.com"] if django.VERSION >= (6, 0) else [("Ops", "ops@example.com")]
 
 SLOWWATCH = {
     "THRESHOLD": float(os.environ.get("SLOWWATCH_TEST_THRESHOLD", "0.3")),
