@@ -48,7 +48,7 @@ from slowwatch.saferepr import BUDGET as LOCALS_BUDGET
 from slowwatch.saferepr import capture_locals as render_locals
 from slowwatch.saferepr import is_app_file
 from slowwatch.sqlstats import in_flight
-from slowwatch.threadstate import ThreadProbe, classify
+from slowwatch.threadstate import ThreadProbe, classify, is_lock_wait
 from slowwatch.watch import CLAIM, SQL, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
 
 #: Longest a round of sampling may take, so that new deadlines are not kept waiting.
@@ -416,7 +416,12 @@ class Watchdog:
             claim.native_id, claim.sampled_at = native_id(thread), taken
             # What the thread is doing right now, for alerts that go out at once.
             claim.probe = ThreadProbe(thread_of(key, watch), claim.native_id)
-            state = classify(stack.frames[-3:], claim.probe.syscall(), None, 0.0)
+            syscall = claim.probe.syscall()
+            state = classify(stack.frames[-3:], syscall, None, 0.0)
+            if syscall == "futex" and state != "db" and not is_lock_wait(stack.frames):
+                # Waiting for the GIL (the monitor holds it right now) or a C-level
+                # lock: one look cannot tell, and the samples will.
+                state = ""
             self._sampled[key] = (watch, claim)
             self._next_sample = min(self._next_sample, taken + self._budget.interval)
             snapshot = self._snapshot("slow", claim, key, watch, stack, taken, wall, thread)

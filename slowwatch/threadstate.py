@@ -159,6 +159,11 @@ def _in(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
+def is_lock_wait(frames: Sequence[Frame]) -> bool:
+    """The innermost frame is in ``threading`` (or another lock module)."""
+    return bool(frames) and _in(frames[-1].module, LOCK_MODULES)
+
+
 def classify(
     frames: Sequence[Frame],
     syscall: str | None,

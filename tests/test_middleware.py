@@ -49,7 +49,9 @@ def test_the_slow_report_says_what_the_thread_is_doing(collected):
     client.get("/cpu/?s=0.5")
     sleeping, spinning = reports(collected, "slow")
     assert (sleeping.state, sleeping.verdict()) == ("sleep", "sleeping")
-    assert (spinning.state, spinning.verdict()) == ("cpu", "on CPU")
+    # A spinning thread may be caught waiting for the GIL the monitor holds:
+    # then the snapshot says nothing rather than something wrong.
+    assert (spinning.state, spinning.verdict()) in (("cpu", "on CPU"), ("", ""))
     assert "\nThe thread is sleeping.\n" in sleeping.text()
     assert sleeping.to_dict()["verdict"] == "sleeping"
 
