@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def burst(srv: Server, n: int = 8) -> set[int]:
 
 
 def set_control(db: Path, paused: bool, threshold: float | None) -> None:
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         conn.execute("DELETE FROM slowwatch_control")
         conn.execute(
             "INSERT INTO slowwatch_control (id, paused, threshold, changed_at, changed_by) "
@@ -89,7 +90,7 @@ def test_every_worker_follows_the_control_row_and_stores_its_reports(tmp_path: P
         found = srv.reports(16, slow("slow"))
         assert {r["slowwatch"]["process"]["pid"] for r in found} == pids == served
         assert all(r["slowwatch"]["timing"]["threshold"] == pytest.approx(0.2) for r in found)
-        with sqlite3.connect(db) as conn:
+        with closing(sqlite3.connect(db)) as conn, conn:
             stored: list[Any] = conn.execute(
                 "SELECT DISTINCT pid FROM slowwatch_slowrequest"
             ).fetchall()
@@ -123,7 +124,7 @@ def test_a_request_killed_by_gunicorn_is_stored_as_killed(tmp_path: Path) -> Non
         assert srv.reports(1, slow("killed"), timeout=20)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with sqlite3.connect(db) as conn:
+            with closing(sqlite3.connect(db)) as conn, conn:
                 rows = conn.execute(
                     "SELECT state, duration, timeline FROM slowwatch_slowrequest"
                 ).fetchall()

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import pytest
 
@@ -44,7 +45,7 @@ def test_demo_reports_its_slow_sql_page_on_the_console(tmp_path):
         # The default DatabaseReporter stored it for the admin.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with sqlite3.connect(tmp_path / "demo.sqlite3") as db:
+            with closing(sqlite3.connect(tmp_path / "demo.sqlite3")) as db, db:
                 rows = db.execute("SELECT state, path FROM slowwatch_slowrequest").fetchall()
             if rows and rows[0][0] == "finished":
                 break
