@@ -13,15 +13,16 @@ import sys
 from collections.abc import Awaitable, Callable
 from threading import get_ident
 from time import monotonic
+from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import MiddlewareNotUsed
+from django.core.handlers.exception import convert_exception_to_response
 
 from slowwatch import runtime
 from slowwatch.conf import EXEMPT, settings
-from slowwatch.sampler import STALE_AFTER
-from slowwatch.watch import CLAIM, SQL
+from slowwatch.watch import CLAIM, SQL, Watch
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponseBase
@@ -45,7 +46,39 @@ def apply_rule(request: HttpRequest, rule: float | str) -> None:
             watchdog.retune(key, rule)
 
 
+def _converter_code() -> CodeType:
+    def handler(request: HttpRequest) -> HttpResponseBase:
+        raise AssertionError("only its wrapper's code is looked at")
+
+    return convert_exception_to_response(handler).__code__
+
+
+#: The code of the function Django wraps around each sync middleware.
+CONVERTER_CODE = _converter_code()
+
+
+def _past_converter(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRequest], Any]:
+    """The handler behind Django's exception-to-response wrapper, if that is what we got.
+
+    Django wraps every middleware in ``convert_exception_to_response``, both
+    the one it hands us and the one it makes around us. Both do the same thing:
+    turn an exception from inside into the error response. Calling past the
+    inner one lets an exception rise through ``__call__`` (which re-raises it
+    untouched) to the outer one, which answers exactly as the inner one would
+    have, and saves every request one Python call: about as much as all of
+    slowwatch's own work on the request path (docs/performance.rst).
+    """
+    wrapped = getattr(get_response, "__wrapped__", None)
+    if getattr(get_response, "__code__", None) is CONVERTER_CODE and callable(wrapped):
+        return wrapped  # type: ignore[no-any-return]
+    return get_response
+
+
 class SlowWatchMiddleware:
+    """Arms a watch per request. ``__init__`` picks the class whose ``__call__``
+    fits the configuration (async, per-path rules, Sentry), so that the plain
+    sync path below tests for none of them."""
+
     sync_capable = True
     async_capable = True
 
@@ -58,8 +91,8 @@ class SlowWatchMiddleware:
         # ImproperlyConfigured here, when the handler is built.
         if not settings.enabled:
             raise MiddlewareNotUsed("slowwatch is disabled (SLOWWATCH['ENABLED'] is False)")
-        self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
+        self.get_response = get_response if self.async_mode else _past_converter(get_response)
         if self.async_mode:
             # Tells Django this instance's __call__ returns a coroutine.
             markcoroutinefunction(self)
@@ -83,15 +116,16 @@ class SlowWatchMiddleware:
         self.active = watchdog.active
         for threshold in (self.threshold, *rules.thresholds()):
             watchdog.require(threshold)
-        if settings.hide_server_frames:
-            watchdog.boundary.update(
-                (SlowWatchMiddleware.__call__.__code__, SlowWatchMiddleware.__acall__.__code__)
-            )
         runtime.register(self)
         if any(path.endswith(".SentryReporter") for path in settings.reporters):
             # Only then does a request pay for handing its Sentry scope over.
             self.__class__ = SentryScopeMiddleware
-            watchdog.boundary.add(SentryScopeMiddleware.__call__.__code__)
+        elif self.async_mode:
+            self.__class__ = AsyncSlowWatchMiddleware
+        elif self.path_rules is not None:
+            self.__class__ = PathRulesMiddleware
+        if settings.hide_server_frames:
+            watchdog.boundary.update(BOUNDARY)
 
     def apply_control(self, control: runtime.ControlState) -> None:
         """Pause, resume or re-time watching (see the admin's settings page).
@@ -117,14 +151,14 @@ class SlowWatchMiddleware:
                 threshold = rule
         return threshold
 
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.async_mode:
-            return self.__acall__(request)
-        threshold = self.threshold if self.path_rules is None else self._threshold(request)
-        if threshold is None:  # ignored, or watching is paused
-            return self.get_response(request)
-        # Watchdog.arm and Watchdog.disarm, inlined (this is the per-request
-        # cost of slowwatch; see benchmarks/overhead.py).
+    def __call__(self, request: HttpRequest, threshold: float | None = None) -> Any:
+        # The per-request cost of slowwatch (see benchmarks/overhead.py): every
+        # line here is paid by every request, so Watchdog.arm and disarm are
+        # inlined and the rare cases live in other methods.
+        if threshold is None:
+            threshold = self.threshold
+            if threshold is None:  # watching is paused
+                return self.get_response(request)
         started = monotonic()
         key = get_ident()
         watch = [started, threshold, request, None]
@@ -132,21 +166,38 @@ class SlowWatchMiddleware:
         if active.setdefault(key, watch) is not watch:
             # A handler nested in this thread's request: the outer watch covers it.
             return self.get_response(request)
-        if started - self.watchdog.beat > STALE_AFTER:
+        if started > self.watchdog.stale_at:
             self.watchdog.ensure_running()
-        response: Any = None
         try:
             response = self.get_response(request)
-        finally:
-            # Our watch, or the copy a per-view rule filed in its place.
-            filed = active.pop(key, watch)
-            claim = filed[CLAIM]
-            if claim is not None and self.watchdog.settle(claim) is not None:
-                stats = filed[SQL] if len(filed) > SQL else None
-                runtime.finished(claim, response, sys.exc_info()[1], stats, request)
+        except BaseException:
+            self._unwatch(key, watch, None, request)
+            raise
+        # Our watch, or the copy a per-view rule filed in its place.
+        filed = active.pop(key, watch)
+        if filed[CLAIM] is not None:  # it was reported slow
+            self._finish(filed, response, request)
         return response
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+    def _unwatch(self, key: int, watch: Watch, response: Any, request: HttpRequest) -> None:
+        filed = self.active.pop(key, watch)
+        if filed[CLAIM] is not None:
+            self._finish(filed, response, request)
+
+    def _finish(self, filed: Watch, response: Any, request: HttpRequest) -> None:
+        """The end of a request the monitor took up: send ``finished`` if it was reported."""
+        claim = filed[CLAIM]
+        if self.watchdog.settle(claim) is not None:
+            stats = filed[SQL] if len(filed) > SQL else None
+            runtime.finished(claim, response, sys.exc_info()[1], stats, request)
+
+    def _call_with_path_rules(self, request: HttpRequest) -> Any:
+        threshold = self._threshold(request)
+        if threshold is None:  # ignored, or watching is paused
+            return self.get_response(request)
+        return SlowWatchMiddleware.__call__(self, request, threshold)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         threshold = self._threshold(request)
         # Keyed by the task serving this request: while it waits, its frames are
         # on its await chain rather than on the loop thread's stack.
@@ -193,6 +244,18 @@ class SlowWatchMiddleware:
         self._process_view(request, view_func, view_args, view_kwargs)
 
 
+class PathRulesMiddleware(SlowWatchMiddleware):
+    """The sync middleware when ``THRESHOLDS`` or ``IGNORE`` have path rules."""
+
+    __call__ = SlowWatchMiddleware._call_with_path_rules  # type: ignore[assignment]
+
+
+class AsyncSlowWatchMiddleware(SlowWatchMiddleware):
+    """The middleware under ASGI (async-capable next handler)."""
+
+    __call__ = SlowWatchMiddleware._acall  # type: ignore[assignment]
+
+
 #: Where the request thread leaves its Sentry isolation scope for the monitor.
 SCOPE_ATTR = "_slowwatch_sentry_scope"
 SPAN_ATTR = "_slowwatch_sentry_span"
@@ -203,11 +266,23 @@ class SentryScopeMiddleware(SlowWatchMiddleware):
     request's Sentry isolation scope to the monitor (a context variable, which
     only the request's own thread can read), so that events link to its trace."""
 
-    def __call__(self, request: HttpRequest) -> Any:
+    def __call__(self, request: HttpRequest, threshold: float | None = None) -> Any:
         with runtime.errors.guard("reading the Sentry scope"):
             import sentry_sdk
 
             vars(request)[SCOPE_ATTR] = sentry_sdk.get_isolation_scope()
             # The request's transaction when tracing is on: the event's parent span.
             vars(request)[SPAN_ATTR] = sentry_sdk.get_current_scope().span
-        return super().__call__(request)
+        if self.async_mode:
+            return self._acall(request)
+        return self._call_with_path_rules(request)
+
+
+#: Code of the frames where a request's own stack begins: what lies above
+#: them (the server, Django's handler) is hidden from reports by default.
+BOUNDARY = (
+    SlowWatchMiddleware.__call__.__code__,
+    SlowWatchMiddleware._call_with_path_rules.__code__,
+    SlowWatchMiddleware._acall.__code__,
+    SentryScopeMiddleware.__call__.__code__,
+)

@@ -171,8 +171,10 @@ class Watchdog:
         self._budget = CpuBudget(self.cpu_budget, self.sample_interval, self._clock())
         self._thread: threading.Thread | None = None
         self._stopping = False
-        #: Monotonic time of the monitor's last poll.
-        self.beat = -float("inf")
+        #: Monotonic time after which arming checks that the monitor is alive:
+        #: its last poll plus STALE_AFTER. Kept as a sum so that the request
+        #: path compares two floats and computes nothing.
+        self.stale_at = -float("inf")
 
     # -- request side ---------------------------------------------------
     # SlowWatchMiddleware.__call__ inlines arm and disarm: a method call would
@@ -194,7 +196,7 @@ class Watchdog:
             key, watch = task, [now, threshold, subject, None, None, ident]
         if self.active.setdefault(key, watch) is not watch:
             return None
-        if now - self.beat > STALE_AFTER:
+        if now > self.stale_at:
             self.ensure_running()
         return watch
 
@@ -263,11 +265,11 @@ class Watchdog:
             self._reset()
         with self._lock:
             if self.running:
-                self.beat = self._clock()
+                self.stale_at = self._clock() + STALE_AFTER
                 return
             thread = threading.Thread(target=self._run, name="slowwatch-monitor", daemon=True)
             self._stopping = False
-            self.beat = self._clock()
+            self.stale_at = self._clock() + STALE_AFTER
             try:
                 thread.start()
             except RuntimeError as exc:  # interpreter shutting down
@@ -290,7 +292,7 @@ class Watchdog:
             if claim.probe is not None:
                 claim.probe.close()
         self._sampled.clear()
-        self.beat = -float("inf")
+        self.stale_at = -float("inf")
 
     # -- monitor thread -------------------------------------------------
 
@@ -303,7 +305,7 @@ class Watchdog:
 
     def poll(self, now: float) -> float:
         """File new watches, capture the due ones; return seconds until the next poll."""
-        self.beat = now
+        self.stale_at = now + STALE_AFTER
         cpu = time.thread_time()
         if now >= self._next_housekeeping and self.housekeeping is not None:
             self._next_housekeeping = now + self.housekeeping_period

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.conf import settings
@@ -151,3 +151,17 @@ class Broken(Reporter):
 
     def handle(self, report: object) -> None:
         raise RuntimeError("this reporter is broken")
+
+
+class OuterMiddleware:
+    """Put before slowwatch in MIDDLEWARE: records what the layers below answered."""
+
+    seen: ClassVar[list[int]] = []
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        response = self.get_response(request)  # an exception here would be a leak
+        OuterMiddleware.seen.append(response.status_code)
+        return response

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from django.core.handlers.exception import convert_exception_to_response
 from django.test import AsyncClient, Client
 
-from helpers import HERE
+from helpers import HERE, OuterMiddleware
 from slowwatch import runtime
+from slowwatch.middleware import _past_converter
 from slowwatch.report import Report
 
 pytestmark = pytest.mark.django_db(transaction=False, databases=[])
@@ -70,6 +73,29 @@ def test_a_view_that_raises_finishes_with_500(collected):
     [done] = reports(collected, "finished")
     assert done.status_code == 500
     assert done.exception == "ValueError"  # though Django answered the 500 itself
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/boom/?s=0", 500), ("/no-such-page/", 404), ("/fast/", 200)]
+)
+def test_layers_above_get_a_response_never_an_exception(settings, path, status):
+    # slowwatch calls past the exception-to-response wrapper Django puts under
+    # it (the one Django puts around it answers instead): what any middleware
+    # above sees must not change.
+    settings.MIDDLEWARE = ["helpers.OuterMiddleware", *settings.MIDDLEWARE]
+    OuterMiddleware.seen = []
+    assert Client(raise_request_exception=False).get(path).status_code == status
+    assert OuterMiddleware.seen == [status]
+
+
+def test_only_djangos_own_wrapper_is_skipped():
+    def view(request):
+        return None
+
+    assert _past_converter(view) is view
+    assert _past_converter(convert_exception_to_response(view)) is view
+    wrapped = functools.wraps(view)(lambda request: view(request))
+    assert _past_converter(wrapped) is wrapped
 
 
 @pytest.mark.parametrize(

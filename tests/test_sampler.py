@@ -42,7 +42,7 @@ def watchdog(clock: FakeClock, snapshots: list[Snapshot]) -> Iterator[Watchdog]:
     wd = Watchdog(on_slow=snapshots.append, describe=describe, clock=clock)
     # A heartbeat in the far future keeps `arm` from starting the real thread:
     # these tests call poll() themselves.
-    wd.beat = float("inf")
+    wd.stale_at = float("inf")
     yield wd
     wd.stop()
 
@@ -169,7 +169,7 @@ def test_a_reused_thread_never_reports_the_previous_request(clock, snapshots):
         return RequestInfo("GET", str(subject))
 
     wd = Watchdog(on_slow=snapshots.append, describe=racing_describe, clock=clock)
-    wd.beat = float("inf")
+    wd.stale_at = float("inf")
     wd.arm("/a", 5.0, task=key)
     wd.poll(clock.now)
     clock.now += 5.5
@@ -319,7 +319,7 @@ def test_a_reported_request_is_sampled_until_it_ends(watchdog, clock, snapshots,
 
 def test_sampling_slows_down_past_its_cpu_budget(clock, snapshots, serving):
     wd = Watchdog(on_slow=snapshots.append, describe=describe, clock=clock, cpu_budget=1e-9)
-    wd.beat = float("inf")
+    wd.stale_at = float("inf")
     ready, release = threading.Event(), threading.Event()
     thread = threading.Thread(target=blocked_view, args=(wd, "/x", ready, release))
     thread.start()
