@@ -161,11 +161,12 @@ class SlowWatchMiddleware:
                 return self.get_response(request)
         started = monotonic()
         key = get_ident()
-        watch = [started, threshold, request, None]
         active = self.active
-        if active.setdefault(key, watch) is not watch:
-            # A handler nested in this thread's request: the outer watch covers it.
+        if key in active:
+            # A handler nested in this thread's request: the outer watch covers
+            # it. Only this thread files or removes the entry under its ident.
             return self.get_response(request)
+        active[key] = watch = [started, threshold, request, None, None]
         if started > self.watchdog.stale_at:
             self.watchdog.ensure_running()
         try:
@@ -188,7 +189,7 @@ class SlowWatchMiddleware:
         """The end of a request the monitor took up: send ``finished`` if it was reported."""
         claim = filed[CLAIM]
         if self.watchdog.settle(claim) is not None:
-            stats = filed[SQL] if len(filed) > SQL else None
+            stats = filed[SQL]
             runtime.finished(claim, response, sys.exc_info()[1], stats, request)
 
     def _call_with_path_rules(self, request: HttpRequest) -> Any:

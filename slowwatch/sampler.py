@@ -47,7 +47,7 @@ from slowwatch.report import Snapshot
 from slowwatch.saferepr import BUDGET as LOCALS_BUDGET
 from slowwatch.saferepr import capture_locals as render_locals
 from slowwatch.saferepr import is_app_file
-from slowwatch.sqlstats import in_flight
+from slowwatch.sqlstats import in_flight, sql_text
 from slowwatch.threadstate import ThreadProbe, classify, is_lock_wait
 from slowwatch.watch import CLAIM, SQL, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
 
@@ -191,7 +191,7 @@ class Watchdog:
         key: object
         watch: Watch
         if task is None:
-            key, watch = ident, [now, threshold, subject, None]
+            key, watch = ident, [now, threshold, subject, None, None]
         else:
             key, watch = task, [now, threshold, subject, None, None, ident]
         if self.active.setdefault(key, watch) is not watch:
@@ -529,7 +529,7 @@ class Watchdog:
                     state = claim.probe.sample(inner, now - claim.sampled_at)
                 claim.sampled_at = now
                 self._escalate(key, watch, claim, top, now)
-                stats = watch[SQL] if len(watch) > SQL else None
+                stats = watch[SQL]
                 current = stats.current if stats is not None else None
                 taken.append((claim, sample, state, current))
         finally:
@@ -541,14 +541,15 @@ class Watchdog:
                 claim.profile.add(sample, state)
                 if current is not None:
                     # Raw text here; normalized once, when the request finishes.
-                    sql, alias, started = current
+                    raw, alias, started = current
+                    sql = sql_text(raw)
                     seen = claim.inflight.get(sql)
                     if seen is None or seen[1] < now - started:
                         claim.inflight[sql] = (alias, now - started)
 
     def _sql(self, watch: Watch, now: float) -> dict[str, Any]:
         """Queries so far and the one in flight, read from the request thread's stats."""
-        stats = watch[SQL] if len(watch) > SQL else None
+        stats = watch[SQL]
         if stats is None:
             return {}
         return {"count": stats.count, "time": stats.time, "in_flight": in_flight(stats, now)}

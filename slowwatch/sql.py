@@ -15,19 +15,21 @@ from typing import Any
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from slowwatch.sqlstats import SqlStats
+from slowwatch.sqlstats import SqlStats, sql_text
 from slowwatch.watch import CLAIM, SQL, Watch
 
 
 class QueryTracker:
-    """A ``connection.execute_wrapper``: times every query of a watched request."""
+    """Times every query of a watched request, through its :meth:`track` method
+    (the ``connection.execute_wrapper``: a bound method is a cheaper call for
+    Django than an instance with ``__call__``)."""
 
     def __init__(self, active: dict[object, Watch], alias: str) -> None:
         self.active = active
         #: One tracker per connection object, so one alias.
         self.alias = alias
 
-    def __call__(
+    def track(
         self,
         execute: Callable[..., Any],
         sql: Any,
@@ -35,20 +37,17 @@ class QueryTracker:
         many: bool,
         context: dict[str, Any],
     ) -> Any:
+        # Paid by every query of every watched request: a few bytecodes more
+        # than a pass-through wrapper (benchmarks/overhead.py measures it).
         watch = self.active.get(get_ident())
         if watch is None:
             return execute(sql, params, many, context)
-        stats = watch[SQL] if len(watch) > SQL else None
+        stats = watch[SQL]
         if stats is None:
-            stats = SqlStats()
-            if len(watch) > SQL:
-                watch[SQL] = stats
-            else:
-                watch.append(stats)
-        # Composed SQL objects (psycopg.sql) are not rendered: that could run code.
-        text = sql if isinstance(sql, str) else f"<{type(sql).__name__}>"
+            stats = watch[SQL] = SqlStats()
         started = monotonic()
-        stats.current = (text, self.alias, started)
+        # The raw statement: turned into text only when somebody reads it.
+        stats.current = (sql, self.alias, started)
         try:
             return execute(sql, params, many, context)
         finally:
@@ -56,13 +55,14 @@ class QueryTracker:
             stats.current = None
             stats.count += 1
             stats.time += seconds
-            if watch[CLAIM] is not None:
-                stats.record(text, seconds)
+            if watch[CLAIM] is not None:  # reported slow: keep the statement
+                stats.record(sql_text(sql), seconds)
 
 
 def install(connection: BaseDatabaseWrapper, active: dict[object, Watch]) -> None:
-    if not any(isinstance(w, QueryTracker) for w in connection.execute_wrappers):
-        connection.execute_wrappers.append(QueryTracker(active, connection.alias))
+    wrappers = connection.execute_wrappers
+    if not any(isinstance(getattr(w, "__self__", None), QueryTracker) for w in wrappers):
+        wrappers.append(QueryTracker(active, connection.alias).track)
 
 
 def _on_connection_created(sender: object, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:

@@ -38,6 +38,13 @@ def normalize(sql: str) -> str:
     return text[:MAX_SQL]
 
 
+def sql_text(sql: object) -> str:
+    """The statement as text. Composed SQL objects (psycopg.sql) are not
+    rendered, as that could run their code: they are named by type, found by
+    ``type()`` (``isinstance`` may read a ``__class__`` property)."""
+    return sql if type(sql) is str else f"<{type(sql).__name__}>"
+
+
 @dataclass
 class Statement:
     sql: str
@@ -52,9 +59,10 @@ class SqlStats:
 
     count: int = 0
     time: float = 0.0
-    #: ``(sql, alias, started)`` of the query running now, else None. The
-    #: monitor reads it (one reference: atomic).
-    current: tuple[str, str, float] | None = None
+    #: ``(sql, alias, started)`` of the query running now, else None; ``sql``
+    #: as given to Django (see :func:`sql_text`). The monitor reads it (one
+    #: reference: atomic).
+    current: tuple[object, str, float] | None = None
     statements: dict[str, Statement] = field(default_factory=dict)
     dropped: int = 0
 
@@ -93,7 +101,7 @@ def in_flight(stats: SqlStats | None, now: float) -> dict[str, Any] | None:
     if current is None:
         return None
     sql, alias, started = current
-    return {"sql": normalize(sql), "alias": alias, "elapsed": max(0.0, now - started)}
+    return {"sql": normalize(sql_text(sql)), "alias": alias, "elapsed": max(0.0, now - started)}
 
 
 def finished_summary(

@@ -13,9 +13,10 @@ from typing import Any
 from slowwatch.profile import FrozenProfile, Profile
 from slowwatch.threadstate import ThreadProbe
 
-#: A watch: ``[started, threshold, subject, claim]`` for a thread, keyed by its
-#: ident (the request thread may append its SQL stats); ``[started, threshold,
-#: subject, claim, sql, thread_id]`` for an asyncio task, keyed by the task.
+#: A watch: ``[started, threshold, subject, claim, sql]`` for a thread, keyed by
+#: its ident (``sql``: the request's SqlStats once it ran a query);
+#: ``[started, threshold, subject, claim, sql, thread_id]`` for an asyncio task,
+#: keyed by the task.
 #: ``claim`` is None until the monitor takes the watch up.
 Watch = list[Any]
 STARTED, THRESHOLD, SUBJECT, CLAIM, SQL, THREAD = range(6)
