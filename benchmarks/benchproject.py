@@ -26,6 +26,19 @@ DOGSLOW_LOGGER = "dogslow_bench"
 LOGGING_CONFIG = None
 
 
+SLOWWATCH_MIDDLEWARE = "slowwatch.middleware.SlowWatchMiddleware"
+DOGSLOW = "dogslow.WatchdogMiddleware"
+#: The configurations every benchmark compares, by name.
+CONFIGS = {
+    "bare": [],
+    "empty": ["benchproject.PassThroughMiddleware"],
+    "slowwatch": [SLOWWATCH_MIDDLEWARE],
+    "dogslow": [DOGSLOW],
+}
+#: Execute wrappers on the connection, for the per-query cost.
+QUERY_CONFIGS = ("none", "passthrough", "tracker-unwatched", "tracker")
+
+
 class PassThroughMiddleware:
     """The floor: what any middleware costs Django per request."""
 

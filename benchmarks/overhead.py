@@ -28,6 +28,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,11 +47,8 @@ from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.test import RequestFactory, override_settings  # noqa: E402
 
 import benchproject  # noqa: E402
-
-SLOWWATCH = "slowwatch.middleware.SlowWatchMiddleware"
-DOGSLOW = "dogslow.WatchdogMiddleware"
-EMPTY = "benchproject.PassThroughMiddleware"
-CONFIGS = {"bare": [], "empty": [EMPTY], "slowwatch": [SLOWWATCH], "dogslow": [DOGSLOW]}
+from benchproject import CONFIGS, DOGSLOW, QUERY_CONFIGS  # noqa: E402
+from benchproject import SLOWWATCH_MIDDLEWARE as SLOWWATCH  # noqa: E402
 
 
 def out(line: str = "") -> None:
@@ -242,7 +240,11 @@ def query_cost(queries: int) -> tuple[float, float, float]:
     watchdog = runtime.watchdog()
     connection.ensure_connection()
     install(connection, watchdog.active)
-    tracker = [w for w in connection.execute_wrappers if isinstance(w, QueryTracker)]
+    tracker = [
+        w
+        for w in connection.execute_wrappers
+        if isinstance(getattr(w, "__self__", None), QueryTracker)
+    ]
     key = threading.get_ident()
 
     def run() -> float:
@@ -262,13 +264,103 @@ def query_cost(queries: int) -> tuple[float, float, float]:
         connection.execute_wrappers[:] = [passthrough]
         empty.append(run())
         connection.execute_wrappers[:] = tracker
-        watchdog.active[key] = [time.monotonic(), 25.0, None, None]
+        watchdog.active[key] = [time.monotonic(), 25.0, None, None, None]
         with_.append(run())
         watchdog.active.pop(key, None)
     return statistics.median(without), statistics.median(empty), statistics.median(with_)
 
 
-# -- 5. gunicorn throughput ---------------------------------------------------
+# -- 5. instruction counts under callgrind ----------------------------------
+
+
+SEED = {"PYTHONHASHSEED": "0"}
+
+
+def instructions(part: str, config: str, small: int, large: int) -> int:
+    """Instructions the main thread spends per request (or query) in ``config``.
+
+    Two callgrind runs of benchmarks/instructions.py, ``small`` and ``large``
+    iterations: the difference divided by ``large - small`` leaves start-up,
+    warm-up and slowwatch's own threads (counted apart) out. A fixed hash
+    seed makes the two runs lay out their dicts alike.
+    """
+    totals = []
+    for count in (small, large):
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--separate-threads=yes",
+                    f"--callgrind-out-file={tmp}/out",
+                    sys.executable,
+                    str(HERE / "instructions.py"),
+                    part,
+                    config,
+                    str(count),
+                ],
+                # Not BENCH_RECORD: its reporter exists only in this process.
+                env={**{k: v for k, v in os.environ.items() if k != "BENCH_RECORD"}, **SEED},
+                capture_output=True,
+                check=True,
+            )
+            main_thread = Path(f"{tmp}/out-01").read_text()
+            found = re.search(r"^summary: (\d+)", main_thread, re.MULTILINE)
+            assert found, "no summary line in callgrind's output"
+            totals.append(int(found.group(1)))
+    return round((totals[1] - totals[0]) / (large - small))
+
+
+def instructions_table(raw: dict[str, Any], quick: bool) -> None:
+    if shutil.which("valgrind") is None:
+        out("(instruction counts skipped: valgrind is not installed; apt-get install valgrind)")
+        return
+    small, large = (300, 1300) if quick else (1000, 4000)
+    counts = {name: instructions("request", name, small, large) for name in CONFIGS}
+    base = counts["bare"]
+    # Time per instruction of the bare request, from the wall-clock part when it ran.
+    bare_us = raw.get("inprocess", {}).get("bare", (None,))[0]
+    per_ns = bare_us * 1000 / base if bare_us else None
+    raw["instructions"] = {"request": counts, "ns_per_instruction": per_ns}
+    out(
+        f"## Per request, counted by callgrind (hello-world view; {large:,} minus "
+        f"{small:,} requests, main thread)"
+    )
+    out()
+    out("| configuration | instructions per request | added vs bare | added vs empty | µs* |")
+    out("|---|---|---|---|---|")
+    for name, count in counts.items():
+        above_empty = f"{count - counts['empty']:+,}" if name not in ("bare", "empty") else ""
+        us = f"{(count - base) * per_ns / 1000:+.2f}" if per_ns else "n/a"
+        out(f"| {name} | {count:,} | {count - base:+,} | {above_empty} | {us} |")
+    out()
+    qsmall, qlarge = (1000, 6000) if quick else (5000, 25000)
+    queries = {name: instructions("query", name, qsmall, qlarge) for name in QUERY_CONFIGS}
+    raw["instructions"]["query"] = queries
+    out(f"## Per query, counted by callgrind (`SELECT 1` on SQLite; {qlarge:,} minus {qsmall:,})")
+    out()
+    out("| execute wrappers | per query | added vs none | added vs pass-through | µs* |")
+    out("|---|---|---|---|---|")
+    for name, count in queries.items():
+        above = f"{count - queries['passthrough']:+,}" if name.startswith("tracker") else ""
+        us = f"{(count - queries['none']) * per_ns / 1000:+.2f}" if per_ns else "n/a"
+        out(f"| {name} | {count:,} | {count - queries['none']:+,} | {above} | {us} |")
+    out()
+    if per_ns:
+        out(
+            f"\\* added instructions times this run's bare request time per instruction "
+            f"({per_ns:.3f} ns)."
+        )
+        sw, empty = counts["slowwatch"] - base, counts["empty"] - base
+        ds = counts["dogslow"] - base
+        out(
+            f"slowwatch above the empty middleware: {(sw - empty) * per_ns / 1000:+.2f} µs; "
+            f"slowwatch / dogslow added cost: {sw / ds:.3f}"
+        )
+        out()
+
+
+# -- 6. gunicorn throughput ---------------------------------------------------
 
 
 def gunicorn_rps(middleware: list[str], worker: str, seconds: int) -> float:
@@ -311,8 +403,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument(
         "--parts",
-        default="inprocess,arm,detection,sampling,sql,gunicorn",
-        help="comma-separated subset of: inprocess, arm, detection, sampling, sql, gunicorn",
+        default="inprocess,instructions,arm,detection,sampling,sql,gunicorn",
+        help="comma-separated subset of: inprocess, instructions, arm, detection, "
+        "sampling, sql, gunicorn",
     )
     args = parser.parse_args()
     raw: dict[str, Any] = {}
@@ -333,6 +426,8 @@ def main() -> None:
     rounds, batch = (60, 200) if args.quick else (300, 200)
     if "inprocess" in parts:
         inprocess_table(raw, rounds, batch)
+    if "instructions" in parts:
+        instructions_table(raw, args.quick)
     if "arm" in parts:
         arm_table(raw, 20_000 if args.quick else 100_000)
     if "detection" in parts:

@@ -1,0 +1,82 @@
+"""Runs N requests (or N queries) in one configuration, for valgrind's callgrind.
+
+``overhead.py`` starts this script under ``valgrind --tool=callgrind`` twice
+per configuration, with two values of N, and divides the difference in the
+main thread's instruction count by the difference in N: start-up and warm-up
+cancel out, and what is left is the instructions one request (or one query)
+costs. Unlike wall-clock time, that count is the same from run to run and
+whatever else the machine is doing.
+
+    python benchmarks/instructions.py request slowwatch 1000
+    python benchmarks/instructions.py query tracker 5000
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchproject")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import RequestFactory, override_settings  # noqa: E402
+
+from benchproject import CONFIGS  # noqa: E402
+
+WARM_UP = 200
+
+
+def requests(config: str, n: int) -> None:
+    """``n`` hello-world requests through Django's WSGI handler."""
+    with override_settings(MIDDLEWARE=CONFIGS[config]):
+        app = WSGIHandler()
+    base = RequestFactory()._base_environ(PATH_INFO="/hello", REQUEST_METHOD="GET")
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        return None
+
+    for _ in range(WARM_UP + n):
+        env = dict(base)
+        env["wsgi.input"] = io.BytesIO()
+        response = app(env, start_response)
+        b"".join(response)
+        response.close()
+
+
+def passthrough(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+    return execute(sql, params, many, context)
+
+
+def queries(config: str, n: int) -> None:
+    """``n`` ``SELECT 1`` on SQLite; with slowwatch's tracker, inside a watch or not."""
+    from slowwatch import runtime
+    from slowwatch.sql import install
+
+    connection.ensure_connection()
+    if config == "passthrough":
+        connection.execute_wrappers.append(passthrough)
+    elif config.startswith("tracker"):
+        watchdog = runtime.watchdog()
+        install(connection, watchdog.active)
+        if config == "tracker":
+            # What the middleware files for a request in flight (not yet slow).
+            watchdog.active[threading.get_ident()] = [time.monotonic(), 25.0, None, None, None]
+    with connection.cursor() as cursor:
+        for _ in range(WARM_UP + n):
+            cursor.execute("SELECT 1")
+
+
+if __name__ == "__main__":
+    part, config, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    (requests if part == "request" else queries)(config, count)
