@@ -4,7 +4,7 @@ Run it through ``scripts/bench`` (which builds the virtualenv), or directly in
 one that has slowwatch, dogslow, gunicorn and wrk::
 
     python benchmarks/overhead.py            # everything, about 6 minutes
-    python benchmarks/overhead.py --quick    # fewer rounds, no gunicorn part
+    python benchmarks/overhead.py --quick    # fewer and shorter rounds
 
 Every configuration is built in the same process (or started under the same
 gunicorn) and measured in interleaved batches, so that the machine's drift
@@ -363,35 +363,48 @@ def instructions_table(raw: dict[str, Any], quick: bool) -> None:
 # -- 6. gunicorn throughput ---------------------------------------------------
 
 
-def gunicorn_rps(middleware: list[str], worker: str, seconds: int) -> float:
+def gunicorn_rps(middleware: list[str], worker: str, seconds: int) -> tuple[float, float]:
+    """Requests/s by wrk, and the worker's CPU time per request in µs.
+
+    CPU time per request is the steadier figure on a shared machine: time the
+    worker spends waiting for a core does not count in it.
+    """
+    import psutil
+
     env = dict(os.environ, BENCH_MIDDLEWARE=",".join(middleware), PYTHONPATH=str(HERE))
     env.pop("BENCH_RECORD")  # the recording reporter lives in this process only
     args = [sys.executable, "-m", "gunicorn", "benchwsgi:application", "-b", "127.0.0.1:0"]
     args += ["-w", "1", "--log-level", "info"]
     args += ["-k", "gthread", "--threads", "4"] if worker == "gthread" else ["-k", "sync"]
     proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True, cwd=HERE)
+    failed = (float("nan"), float("nan"))
     try:
-        port = None
+        port = pid = None
         deadline = time.monotonic() + 20
         assert proc.stderr is not None
-        while port is None and time.monotonic() < deadline:
+        while (port is None or pid is None) and time.monotonic() < deadline:
             line = proc.stderr.readline()
             found = re.search(r"Listening at: http://127.0.0.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-        if port is None:
+            port = int(found.group(1)) if found else port
+            found = re.search(r"Booting worker with pid: (\d+)", line)
+            pid = int(found.group(1)) if found else pid
+        if port is None or pid is None:
             raise RuntimeError("gunicorn did not start")
         threading.Thread(target=proc.stderr.read, daemon=True).start()
         url = f"http://127.0.0.1:{port}/hello"
         subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True)
+        cpu = psutil.Process(pid).cpu_times()
         run = subprocess.run(
             ["wrk", "-t1", "-c8", f"-d{seconds}s", url], capture_output=True, text=True
         )
+        used = psutil.Process(pid).cpu_times()
         found = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
-        if run.returncode or not found:
+        count = re.search(r"(\d+) requests in", run.stdout)
+        if run.returncode or not found or not count:
             out(f"(wrk failed for {middleware} {worker}: {run.stdout} {run.stderr})")
-            return float("nan")
-        return float(found.group(1))
+            return failed
+        busy = (used.user - cpu.user) + (used.system - cpu.system)
+        return float(found.group(1)), busy / int(count.group(1)) * 1e6
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
@@ -399,7 +412,7 @@ def gunicorn_rps(middleware: list[str], worker: str, seconds: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, no gunicorn part")
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument(
         "--parts",
@@ -436,8 +449,8 @@ def main() -> None:
         sampling_table(raw, 3.0 if args.quick else 10.0)
     if "sql" in parts:
         sql_table(raw, 2_000 if args.quick else 20_000)
-    if "gunicorn" in parts and not args.quick:
-        gunicorn_table(raw)
+    if "gunicorn" in parts:
+        gunicorn_table(raw, *((3, 2) if args.quick else (8, 4)))
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1, default=str))
 
@@ -517,36 +530,44 @@ def sql_table(raw: dict[str, Any], queries: int) -> None:
     out()
 
 
-def gunicorn_table(raw: dict[str, Any]) -> None:
+def gunicorn_table(raw: dict[str, Any], runs: int = 8, seconds: int = 4) -> None:
     if shutil.which("wrk") is None:
         out("(gunicorn throughput skipped: wrk is not installed; apt-get install wrk)")
         return
-    runs, seconds = 8, 4
     out(
-        f"## Under gunicorn, 1 worker: requests/s by wrk -c8, {runs} rounds of {seconds} s "
-        "(server and wrk pinned to separate cores)"
+        f"## Under gunicorn, 1 worker: requests/s by wrk -t1 -c8, and the worker's CPU "
+        f"time per request; {runs} interleaved rounds of {seconds} s, medians of ratios "
+        "paired within a round"
     )
     out()
-    out("| worker | bare | slowwatch | dogslow | slowwatch / bare | dogslow / bare |")
-    out("|---|---|---|---|---|---|")
+    out(
+        "| worker | req/s bare | slowwatch / bare | dogslow / bare "
+        "| CPU µs/req bare | slowwatch | dogslow | bare / slowwatch (CPU) |"
+    )
+    out("|---|---|---|---|---|---|---|---|")
     raw["gunicorn"] = {}
     for worker in ("sync", "gthread"):
         rps: dict[str, list[float]] = {"bare": [], "slowwatch": [], "dogslow": []}
+        cpu: dict[str, list[float]] = {name: [] for name in rps}
         for i in range(runs):
             names = list(rps)
             names = names[i % 3 :] + names[: i % 3]
             for name in names:
-                rps[name].append(gunicorn_rps(CONFIGS[name], worker, seconds))
-        raw["gunicorn"][worker] = rps
-        med = {k: statistics.median(v) for k, v in rps.items()}
-        # Ratios paired within each round, so that slow and fast moments cancel out.
-        ratio = {
-            k: statistics.median(a / b for a, b in zip(rps[k], rps["bare"], strict=True))
-            for k in ("slowwatch", "dogslow")
-        }
+                got_rps, got_cpu = gunicorn_rps(CONFIGS[name], worker, seconds)
+                rps[name].append(got_rps)
+                cpu[name].append(got_cpu)
+        raw["gunicorn"][worker] = {"rps": rps, "cpu_us": cpu}
+
+        def paired(values: dict[str, list[float]], a: str, b: str) -> float:
+            # Ratios within each round, so that slow and fast moments cancel out.
+            return statistics.median(x / y for x, y in zip(values[a], values[b], strict=True))
+
+        med = {k: statistics.median(v) for k, v in cpu.items()}
         out(
-            f"| {worker} | {med['bare']:.0f} | {med['slowwatch']:.0f} | "
-            f"{med['dogslow']:.0f} | {ratio['slowwatch']:.3f} | {ratio['dogslow']:.3f} |"
+            f"| {worker} | {statistics.median(rps['bare']):.0f} | "
+            f"{paired(rps, 'slowwatch', 'bare'):.3f} | {paired(rps, 'dogslow', 'bare'):.3f} | "
+            f"{med['bare']:.0f} | {med['slowwatch']:.0f} | {med['dogslow']:.0f} | "
+            f"{paired(cpu, 'bare', 'slowwatch'):.3f} |"
         )
     out()
 
