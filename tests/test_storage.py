@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -25,8 +26,10 @@ from helpers import Collected
 from slowwatch import runtime
 from slowwatch.capture import Stack
 from slowwatch.models import SlowRequest
-from slowwatch.report import Lost, RequestInfo, Snapshot, build_report
+from slowwatch.profile import FrozenProfile
+from slowwatch.report import Finished, Lost, RequestInfo, Snapshot, build_report
 from slowwatch.reporters import DatabaseReporter
+from slowwatch.reporters.database import fields_of
 from slowwatch.retention import prune
 
 #: The reporter writes from its own thread: tests see its rows only outside a transaction.
@@ -135,6 +138,60 @@ def test_transitions_upsert_one_row() -> None:
     reporter.handle(build_report(Lost("c" * 32, info, 1, "finished", "queue_full")))
     assert SlowRequest.objects.get(request_id="c" * 32).state == "lost"
     assert reporter.counts["saved"] == 6
+
+
+def finished(report_id: str, info: RequestInfo, started_at: float) -> Finished:
+    return Finished(
+        report_id=report_id,
+        request=info,
+        pid=1,
+        thread_id=2,
+        started_at=started_at,
+        threshold=0.5,
+        duration=2.5,
+        status_code=201,
+        profile=FrozenProfile(
+            interval=0.05,
+            samples=3,
+            stacks=((((__file__, "view", 10), (__file__, "query", 20)), 3),),
+            states=(("db", 2), ("cpu", 1)),
+            cpu_time=0.1,
+        ),
+    )
+
+
+@db
+def test_the_row_holds_what_each_transition_said() -> None:
+    # The slow report knows neither the route nor the user yet; the finished one does.
+    reporter = DatabaseReporter()
+    slow = build_report(snapshot("a" * 32, path="/x/?page=2"))
+    slow = replace(slow, route="", view="", sql={"count": 3, "time": 0.2})
+    info = RequestInfo("GET", "/x/", query="page=2", view="app.views.x", route="x/", user_id="7")
+    done = build_report(finished("a" * 32, info, slow.started_at))
+    reporter.handle(slow)
+    reporter.handle(done)
+    row = SlowRequest.objects.values().get()
+    expected = {**fields_of(slow), **fields_of(done)}
+    assert {name: row[name] for name in expected} == expected
+    assert (row["route"], row["view"], row["user_id"]) == ("x/", "app.views.x", "7")
+    assert row["thread"] == "t (2)"  # the finished report does not know the thread's name
+    assert row["stack"] == fields_of(slow)["stack"] and row["profile"]["stacks"]
+    assert row["state"] == "finished" and row["status_code"] == 201
+    assert row["extra"] == {} and row["process"] == slow.process
+    assert [e["kind"] for e in row["timeline"]] == ["slow", "finished"]
+
+
+@db
+def test_a_row_purged_while_its_request_runs_comes_back_with_the_rest_of_its_story() -> None:
+    reporter = DatabaseReporter()
+    slow = build_report(snapshot("a" * 32))
+    reporter.handle(slow)
+    SlowRequest.objects.all().delete()
+    reporter.handle(build_report(finished("a" * 32, RequestInfo("GET", "/x/"), slow.started_at)))
+    row = SlowRequest.objects.get()
+    assert (row.state, row.status_code, row.path) == ("finished", 201, "/x/")
+    assert [e["kind"] for e in row.timeline] == ["finished"]
+    assert reporter.counts == {"saved": 2}
 
 
 @pytest.fixture

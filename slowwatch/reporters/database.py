@@ -2,23 +2,37 @@
 
 The row is created at ``slow`` and updated at each later transition (upsert by
 request id). It runs on the reporter thread only, so its queries are never part
-of a request's transaction; its connection is closed after every report, so a
-worker never keeps one open for slowwatch. A database that is down or locked
-gets a few quick retries, then the report is dropped and counted: requests and
-the other reporters never wait on it.
+of a request's transaction; its connection is closed whenever the reporter's
+queue runs empty, so a worker never keeps one open for slowwatch. A database
+that is down or locked gets a few quick retries, then the report is dropped and
+counted: requests and the other reporters never wait on it.
 """
 
 from __future__ import annotations
 
+import json
 import linecache
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, IntegrityError, OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import (
+    CharField,
+    DateTimeField,
+    Field,
+    FloatField,
+    IntegerField,
+    JSONField,
+    Model,
+    TextField,
+)
 
 from slowwatch.conf import settings
 from slowwatch.flame import frame_kind
@@ -38,6 +52,8 @@ PRUNE_EVERY = 3600.0
 REMEMBERED = 1000
 #: Longest text kept in a column of its own (the JSON keeps what the report has).
 MAX_TEXT = 4000
+#: Distinct UPDATE statements kept built (one per set of columns a transition changes).
+MAX_UPDATES = 64
 
 errors = InternalLog()
 
@@ -130,8 +146,108 @@ def fields_of(report: Report) -> dict[str, Any]:
     return found
 
 
+def _scalars(values: dict[str, Any]) -> dict[str, Any]:
+    """The columns of ``values`` worth remembering: not the (large) JSON ones."""
+    return {
+        name: value
+        for name, value in values.items()
+        if value is None or isinstance(value, (str, int, float, datetime))
+    }
+
+
 #: The state a row takes at each transition (``still_slow`` keeps ``slow``).
 STATES = {"slow": "slow", "still_slow": "slow", "killed": "killed", "finished": "finished"}
+
+
+class _CompactEncoder(json.JSONEncoder):
+    """Django's JSON encoding without the spaces and the circular-reference check.
+
+    Encoding the stack, the profile and the SQL is most of the Python a write
+    costs. A report is a tree of plain values built by slowwatch, never a
+    cycle; the spaces only made the stored text bigger.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        options.update(separators=(",", ":"), check_circular=False)
+        super().__init__(**options)
+
+
+def _verbatim(value: Any) -> Any:
+    return value
+
+
+class _Statements:
+    """The reporter's INSERT and UPDATEs for one database connection, built once.
+
+    They go straight to the connection's cursor with the values each column
+    takes (as ``Model.save()`` and ``QuerySet.update()`` would send them), so
+    that a write builds no model instance and compiles no query: the ORM's
+    path cost more Python than the write itself.
+    """
+
+    def __init__(self, model: type[Model], connection: BaseDatabaseWrapper) -> None:
+        quote = connection.ops.quote_name
+        meta = model._meta
+        self.connection = connection
+        self.table = quote(meta.db_table)
+        fields = [f for f in meta.concrete_fields if not f.primary_key]
+        self.columns = {f.name: quote(f.column or f.name) for f in fields}
+        self.prep = {f.name: self._prep(f, connection) for f in fields}
+        # Every column is inserted, as Model.save() does: a transition that
+        # does not set one gets the field's default (encoded once, here).
+        self.defaults = {f.name: self.prep[f.name](f.get_default()) for f in fields}
+        self.insert_sql = (
+            f"INSERT INTO {self.table} ({', '.join(self.columns.values())}) "
+            f"VALUES ({', '.join(['%s'] * len(self.columns))})"
+        )
+        #: Column names -> UPDATE: a transition sets one of a few sets of columns.
+        self._updates: dict[tuple[str, ...], str] = {}
+
+    @staticmethod
+    def _prep(field: Field[Any, Any], connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
+        """What turns a value of ``fields_of()`` into the parameter Django would send."""
+        ops = connection.ops
+        if isinstance(field, JSONField):
+
+            def encode(value: Any) -> Any:
+                # None is SQL NULL, as JSONField.get_db_prep_save() has it.
+                return None if value is None else ops.adapt_json_value(value, _CompactEncoder)
+
+            return encode
+        if isinstance(field, DateTimeField):
+            # fields_of() gives aware UTC datetimes: nothing for get_prep_value() to do.
+            return lambda value: None if value is None else ops.adapt_datetimefield_value(value)
+        if isinstance(field, (CharField, TextField, FloatField, IntegerField)):
+            return _verbatim  # fields_of() gives str, float and int (or None) already
+        return partial(field.get_db_prep_save, connection=connection)
+
+    def insert(self, values: dict[str, Any]) -> None:
+        """INSERT a row; the columns not in ``values`` take their default."""
+        prep, defaults = self.prep, self.defaults
+        params = [
+            prep[name](values[name]) if name in values else defaults[name] for name in self.columns
+        ]
+        with self.connection.cursor() as cursor:
+            cursor.execute(self.insert_sql, params)
+
+    def update(self, request_id: str, values: dict[str, Any]) -> int:
+        """UPDATE the request's row with ``values``; how many rows it changed (0 or 1).
+
+        By ``request_id`` (unique) rather than pk: the INSERT need not read back its pk.
+        """
+        names = tuple(values)
+        sql = self._updates.get(names)
+        if sql is None:
+            if len(self._updates) >= MAX_UPDATES:
+                self._updates.clear()
+            assignments = ", ".join(f"{self.columns[name]} = %s" for name in names)
+            sql = f"UPDATE {self.table} SET {assignments} WHERE {self.columns['request_id']} = %s"
+            self._updates[names] = sql
+        prep = self.prep
+        params = [prep[name](value) for name, value in values.items()]
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, [*params, request_id])
+            return int(cursor.rowcount)
 
 
 class DatabaseReporter(Reporter):
@@ -152,9 +268,13 @@ class DatabaseReporter(Reporter):
         self.alias = settings.database_alias
         self.counts: Counter[str] = Counter()
         self._next_prune = 0.0
-        #: request id -> what the next transition of its row needs (pk, state,
-        #: timeline, extra), so that it is one UPDATE without a SELECT first.
+        #: request id -> what the next transition of its row needs (state,
+        #: timeline, extra), so that it is one UPDATE without a SELECT first;
+        #: and the scalar columns it holds, so that the UPDATE sets only the
+        #: columns that change.
         self._rows: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: Built for the first connection; rebuilt if the alias is pointed elsewhere.
+        self._statements: _Statements | None = None
 
     def handle(self, report: Report) -> None:
         try:
@@ -183,10 +303,20 @@ class DatabaseReporter(Reporter):
         # Kept open through a burst of reports, closed as soon as it is over.
         connections[self.alias].close()
 
+    def _sql(self) -> _Statements:
+        connection = connections[self.alias]
+        statements = self._statements
+        if statements is None or statements.connection is not connection:
+            statements = self._statements = _Statements(self.model, connection)
+        return statements
+
     def save(self, report: Report) -> None:
-        """One statement per transition: an INSERT at ``slow``, then UPDATEs."""
+        """One statement per transition: an INSERT at ``slow``, then UPDATEs.
+
+        Each is a transaction of its own (autocommit): no savepoint, no BEGIN.
+        """
         found = fields_of(report)
-        manager = self.model._default_manager.db_manager(self.alias)
+        sql = self._sql()
         # When it happened: the deadline's snapshot, the end, or (lost) now.
         at = report.started_at + report.elapsed if report.started_at else time.time()
         entry = {"kind": report.kind, "at": at, "elapsed": report.elapsed}
@@ -194,17 +324,17 @@ class DatabaseReporter(Reporter):
             # The first word about a request (the only writer of its row is
             # this thread): insert straight away.
             try:
-                created = manager.create(
-                    request_id=report.id, state="slow", timeline=[entry], **found
-                )
-                self._remember(report.id, created.pk, "slow", [entry], {})
+                values = {**found, "request_id": report.id, "state": "slow", "timeline": [entry]}
+                sql.insert(values)
+                self._remember(report.id, "slow", [entry], {}, _scalars(values))
                 return
             except IntegrityError:
                 pass  # told twice: update instead
         row = self._rows.pop(report.id, None) or (
-            manager.filter(request_id=report.id)
+            self.model._default_manager.db_manager(self.alias)
+            .filter(request_id=report.id)
             .order_by()
-            .values("pk", "state", "timeline", "extra")
+            .values("state", "timeline", "extra")
             .first()
         )
         if row is None:
@@ -212,8 +342,9 @@ class DatabaseReporter(Reporter):
             if report.kind == "lost":
                 # The slow report itself never arrived: keep what is known.
                 found.update(started_at=_when(time.time()), threshold=0.0, duration=0.0)
-            created = manager.create(request_id=report.id, state=state, timeline=[entry], **found)
-            self._remember(report.id, created.pk, state, [entry], {})
+            values = {**found, "request_id": report.id, "state": state, "timeline": [entry]}
+            sql.insert(values)
+            self._remember(report.id, state, [entry], {}, _scalars(values))
             return
         if report.kind == "lost":
             found = {"extra": {**(row["extra"] or {}), "lost": report.extra}}
@@ -222,19 +353,38 @@ class DatabaseReporter(Reporter):
         else:
             found["state"] = STATES.get(report.kind, row["state"])
         timeline = [*(row["timeline"] or []), entry]
-        if not manager.filter(pk=row["pk"]).update(timeline=timeline, **found):
+        # What the row already holds need not be written again: SQLite rewrites
+        # the index entries of every column an UPDATE sets, changed or not.
+        known = row.get("columns", {})
+        changed = {
+            name: value
+            for name, value in found.items()
+            if name not in known or known[name] != value
+        }
+        if not sql.update(report.id, {**changed, "timeline": timeline}):
             # Deleted meanwhile (a purge): the rest of its story is a row of its own.
             if report.kind != "lost":
-                manager.create(request_id=report.id, timeline=[entry], **found)
+                sql.insert({**found, "request_id": report.id, "timeline": [entry]})
             return
         state = found.get("state", row["state"])
         if state == "slow":  # more to come
-            self._remember(report.id, row["pk"], state, timeline, found.get("extra", row["extra"]))
+            extra = found.get("extra", row["extra"])
+            self._remember(report.id, state, timeline, extra, {**known, **_scalars(found)})
 
     def _remember(
-        self, request_id: str, pk: int, state: str, timeline: list[Any], extra: Any
+        self,
+        request_id: str,
+        state: str,
+        timeline: list[Any],
+        extra: Any,
+        columns: dict[str, Any],
     ) -> None:
         rows = self._rows
-        rows[request_id] = {"pk": pk, "state": state, "timeline": timeline, "extra": extra}
+        rows[request_id] = {
+            "state": state,
+            "timeline": timeline,
+            "extra": extra,
+            "columns": columns,
+        }
         while len(rows) > REMEMBERED:
             rows.popitem(last=False)
