@@ -5,6 +5,7 @@ psycopg for PostgreSQL), or directly in one that has slowwatch and psycopg::
 
     python benchmarks/storage.py            # SQLite and PostgreSQL, 5 runs each
     python benchmarks/storage.py --quick    # 3 runs each, fewer writes (still 100,000 rows)
+    python benchmarks/storage.py --only writes   # the writes alone (still seeded first)
 
 Each database is measured in a child process of this script (``--child
 sqlite|postgresql``): a temporary SQLite file, and a scratch PostgreSQL
@@ -18,7 +19,10 @@ timed), then times, after one warm-up each, the median of several runs of:
   endpoint summary (30 d), the change list, the change list of the busiest
   endpoint (the summary's link) and the detail page of a finished request;
 * ``DatabaseReporter().handle()`` of a ``slow`` then a ``finished`` report for
-  distinct request ids, on the same (seeded) table.
+  distinct request ids, on the same (seeded) table, each followed by
+  ``idle()`` as on the reporter thread when its queue runs empty (so each
+  transition opens a connection); then the same ``save()`` calls in a burst on
+  one connection.
 
 The output is a Markdown table with the targets, then the plans of the
 summary's queries (``EXPLAIN QUERY PLAN`` / ``EXPLAIN (ANALYZE, BUFFERS)``).
@@ -36,6 +40,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import types
@@ -144,7 +149,9 @@ def configure(db: str, path: str) -> None:
 # -- realistic content ---------------------------------------------------------
 
 SITE = "/srv/shop/.venv/lib/python3.12/site-packages"
-STDLIB = "/usr/lib/python3.12"
+#: This interpreter's standard library, so that the reporter sees those frames
+#: as a real stack's (no source context looked up for them).
+STDLIB = sysconfig.get_paths()["stdlib"]
 #: Replaced by a temporary directory of source files in the child.
 APP = "/srv/shop/src"
 
@@ -794,6 +801,7 @@ def sample_reports(n: int, rng: random.Random) -> list[tuple[Any, Any]]:
             frames=frames,
             process=process_doc(rng),
             sql=slow_sql,
+            state="db",  # what the sampler says of a thread in a query
             **common,  # type: ignore[arg-type]
         )
         profile = FrozenProfile(
@@ -803,13 +811,14 @@ def sample_reports(n: int, rng: random.Random) -> list[tuple[Any, Any]]:
             states=(("db", 35), ("cpu", 20), ("io", 5)),
             cpu_time=1.1,
         )
+        # As build_report() makes it: the request thread does not say its name.
         finished = Report(
             kind="finished",
             elapsed=3.4,
             status_code=200,
             profile=profile,
             sql=sql,
-            **common,  # type: ignore[arg-type]
+            **{**common, "thread_name": ""},  # type: ignore[arg-type]
         )
         pairs.append((slow, finished))
     return pairs
@@ -826,17 +835,23 @@ def writes(n: int) -> dict[str, Any]:
     # Warm-up (the first handle also runs retention, at most once an hour).
     for report in pairs[0]:
         reporter.handle(report)
+    reporter.idle()
+    # What the reporter thread does for a slow request on its own: the queue
+    # runs empty after each of its reports, and idle() closes the connection,
+    # so each transition opens one.
     slow_ms, finished_ms, both = [], [], []
     for slow, finished in pairs[1:]:
         t0 = time.perf_counter()
         reporter.handle(slow)
+        reporter.idle()
         t1 = time.perf_counter()
         reporter.handle(finished)
+        reporter.idle()
         t2 = time.perf_counter()
         slow_ms.append((t1 - t0) * 1000)
         finished_ms.append((t2 - t1) * 1000)
         both.append((t2 - t0) * 1000)
-    # The same writes with the connection kept open: save() without handle()'s close.
+    # The same writes in a burst (the queue never empty): one connection for all.
     kept = []
     for slow, finished in sample_reports(n, random.Random(12)):
         t0 = time.perf_counter()
@@ -867,25 +882,20 @@ def project_sources(root: str) -> None:
             Path(APP, app, f"{mod}.py").write_text("\n".join(lines) + "\n")
 
 
-def child(db: str, quick: bool, result: Path) -> None:
+def child(db: str, quick: bool, result: Path, only: str) -> None:
     tmp = tempfile.mkdtemp(prefix="slowwatch-storage-")
     try:
         project_sources(tmp)
         configure(db, os.path.join(tmp, "bench.sqlite3"))
-        run_child(db, quick, result)
+        run_child(db, quick, result, only)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_child(db: str, quick: bool, result: Path) -> None:
-    from django.contrib.auth import get_user_model
+def run_child(db: str, quick: bool, result: Path, only: str) -> None:
     from django.core.management import call_command
     from django.db import connection
-    from django.test import Client
-    from django.urls import reverse
-    from django.utils.http import urlencode
 
-    from slowwatch.admin import summary
     from slowwatch.models import SlowRequest
 
     reps = 3 if quick else 5
@@ -917,8 +927,27 @@ def run_child(db: str, quick: bool, result: Path) -> None:
             found["size_bytes"] = cursor.fetchone()[0]
     note(f"  seeded in {seconds:.0f} s, {found['size_bytes'] / 2**20:,.0f} MiB; measuring")
 
-    rows = SlowRequest.objects.using("default")
     found["window_rows"] = {}
+    found["measures"] = found["explain"] = {}
+    if only != "writes":
+        admin_pages(db, reps, found)
+    n = 50 if quick else 200
+    note(f"  writes: {n} slow + finished pairs")
+    found["writes"] = writes(n)
+    result.write_text(json.dumps(found, default=str))
+
+
+def admin_pages(db: str, reps: int, found: dict[str, Any]) -> None:
+    """The endpoint summary and the admin's pages, into ``found``."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+    from django.utils.http import urlencode
+
+    from slowwatch.admin import summary
+    from slowwatch.models import SlowRequest
+
+    rows = SlowRequest.objects.using("default")
     measures: dict[str, Any] = {}
     for key in ("24h", "30d"):
         _, length = summary.window(key)
@@ -969,11 +998,6 @@ def run_child(db: str, quick: bool, result: Path) -> None:
         del m["_recorded"]
     found["measures"] = measures
 
-    n = 50 if quick else 200
-    note(f"  writes: {n} slow + finished pairs")
-    found["writes"] = writes(n)
-    result.write_text(json.dumps(found, default=str))
-
 
 # =============================================================================
 # Parent: start the children, print the table
@@ -987,7 +1011,7 @@ def postgres_admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def run(db: str, quick: bool) -> dict[str, Any] | str:
+def run(db: str, quick: bool, only: str) -> dict[str, Any] | str:
     """The child's figures, or why there are none."""
     if db == "postgresql":
         try:
@@ -1002,7 +1026,7 @@ def run(db: str, quick: bool) -> dict[str, Any] | str:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp, "result.json")
         args = [sys.executable, "-W", "ignore::DeprecationWarning", __file__, "--child", db]
-        args += ["--result", str(result)] + (["--quick"] if quick else [])
+        args += ["--result", str(result), "--only", only] + (["--quick"] if quick else [])
         try:
             proc = subprocess.run(args, stdout=sys.stderr)
         finally:
@@ -1054,6 +1078,8 @@ def table(results: dict[str, dict[str, Any] | str]) -> None:
     ]
     for key, label, window in rows:
         for db, r in ok.items():
+            if key not in r["measures"]:  # --only writes
+                continue
             m = r["measures"][key]
             n = r["window_rows"][window] if window else 0
             text = label.format(n=n, rows=r["rows"])
@@ -1071,7 +1097,8 @@ def table(results: dict[str, dict[str, Any] | str]) -> None:
         )
         journal = f", journal_mode={r['journal_mode']}" if db == "sqlite" else ""
         out(
-            f"| Insert + update per slow request ({w['n']} requests{journal}) | {names[db]} | "
+            f"| Insert + update per slow request ({w['n']} requests, a connection per "
+            f"report{journal}) | {names[db]} | "
             f"{statistics.median(w['both']):.2f} ms | p95 {pct(w['both'], 95):.2f} ms | "
             f"{target} | {result} |"
         )
@@ -1081,7 +1108,7 @@ def table(results: dict[str, dict[str, Any] | str]) -> None:
             f"p95 {pct(w['slow'], 95):.2f} / {pct(w['finished'], 95):.2f} ms | | |"
         )
         out(
-            f"| … the same with the connection kept open (`save()` alone) | {names[db]} | "
+            f"| … the same in a burst, one connection (`save()` alone) | {names[db]} | "
             f"{statistics.median(w['kept_open']):.2f} ms | "
             f"p95 {pct(w['kept_open'], 95):.2f} ms | | |"
         )
@@ -1091,6 +1118,8 @@ def table(results: dict[str, dict[str, Any] | str]) -> None:
         ("page_detail", "Detail page of a finished request"),
     ):
         for db, r in ok.items():
+            if key not in r["measures"]:
+                continue
             m = r["measures"][key]
             out(
                 f"| {label.format(rows=r['rows'])} | {names[db]} | {m['median']:,.0f} ms | "
@@ -1159,6 +1188,12 @@ def main() -> None:
     parser.add_argument(
         "--db", default="sqlite,postgresql", help="comma-separated subset of: sqlite, postgresql"
     )
+    parser.add_argument(
+        "--only",
+        choices=["all", "writes"],
+        default="all",
+        help="'writes': measure only the reporter's writes (the table is still seeded)",
+    )
     parser.add_argument("--child", choices=["sqlite", "postgresql"], help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     # For trying the script out only: the targets are about 100,000 rows.
@@ -1166,7 +1201,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["SLOWWATCH_BENCH_ROWS"] = str(args.rows)
     if args.child:
-        child(args.child, args.quick, args.result)
+        child(args.child, args.quick, args.result, args.only)
         return
 
     import django
@@ -1180,7 +1215,7 @@ def main() -> None:
     out()
     results: dict[str, dict[str, Any] | str] = {}
     for db in args.db.split(","):
-        results[db] = run(db, args.quick)
+        results[db] = run(db, args.quick, args.only)
     table(results)
     statements(results)
     if args.json:
