@@ -13,6 +13,7 @@ whatever else the machine is doing.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import sys
@@ -37,6 +38,17 @@ from benchproject import CONFIGS  # noqa: E402
 WARM_UP = 200
 
 
+def settle() -> None:
+    """After the warm-up: what start-up left is moved out of the collector's sight.
+
+    Otherwise a full collection of the whole heap (millions of instructions)
+    lands in one run's measured loop and not in the other's, and the counts
+    per request swing by thousands from one run to the next.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def requests(config: str, n: int) -> None:
     """``n`` hello-world requests through Django's WSGI handler."""
     with override_settings(MIDDLEWARE=CONFIGS[config]):
@@ -46,7 +58,9 @@ def requests(config: str, n: int) -> None:
     def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
         return None
 
-    for _ in range(WARM_UP + n):
+    for i in range(WARM_UP + n):
+        if i == WARM_UP:
+            settle()
         env = dict(base)
         env["wsgi.input"] = io.BytesIO()
         response = app(env, start_response)
@@ -73,7 +87,9 @@ def queries(config: str, n: int) -> None:
             # What the middleware files for a request in flight (not yet slow).
             watchdog.active[threading.get_ident()] = [time.monotonic(), 25.0, None, None, None]
     with connection.cursor() as cursor:
-        for _ in range(WARM_UP + n):
+        for i in range(WARM_UP + n):
+            if i == WARM_UP:
+                settle()
             cursor.execute("SELECT 1")
 
 
