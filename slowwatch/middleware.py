@@ -172,7 +172,7 @@ class SlowWatchMiddleware:
         try:
             response = self.get_response(request)
         except BaseException:
-            self._unwatch(key, watch, None, request)
+            self._unwatch(key, watch, request)
             raise
         # Our watch, or the copy a per-view rule filed in its place.
         filed = active.pop(key, watch)
@@ -180,10 +180,11 @@ class SlowWatchMiddleware:
             self._finish(filed, response, request)
         return response
 
-    def _unwatch(self, key: int, watch: Watch, response: Any, request: HttpRequest) -> None:
+    def _unwatch(self, key: int, watch: Watch, request: HttpRequest) -> None:
+        """The end of a request whose view raised (the normal end is inlined above)."""
         filed = self.active.pop(key, watch)
         if filed[CLAIM] is not None:
-            self._finish(filed, response, request)
+            self._finish(filed, None, request)
 
     def _finish(self, filed: Watch, response: Any, request: HttpRequest) -> None:
         """The end of a request the monitor took up: send ``finished`` if it was reported."""
