@@ -74,15 +74,91 @@ def _past_converter(get_response: Callable[[HttpRequest], Any]) -> Callable[[Htt
     return get_response
 
 
+def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
+    """The sync request path: a closure, which Django calls as cheaply as a function.
+
+    Django calls a middleware instance through its ``__call__``, a slot lookup
+    and a fresh interpreter frame: about 1,800 instructions per request, more
+    than the watch itself costs (docs/performance.rst). The plain configuration
+    hands Django this function instead; the others call it from ``__call__``.
+    """
+    get_response = middleware.get_response
+    active = middleware.active
+    watchdog = middleware.watchdog
+
+    def serve(request: HttpRequest, threshold: float | None = None) -> Any:
+        # The per-request cost of slowwatch (see benchmarks/overhead.py): every
+        # line here is paid by every request, so Watchdog.arm and disarm are
+        # inlined and the rare cases live in the middleware's methods.
+        if threshold is None:
+            threshold = middleware.threshold
+            if threshold is None:  # watching is paused
+                return get_response(request)
+        started = monotonic()
+        key = get_ident()
+        if key in active:
+            # A handler nested in this thread's request: the outer watch covers
+            # it. Only this thread files or removes the entry under its ident.
+            return get_response(request)
+        active[key] = watch = [started, threshold, request, None, None]
+        if started > watchdog.stale_at:
+            watchdog.ensure_running()
+        try:
+            response = get_response(request)
+        except BaseException:
+            middleware._unwatch(key, watch, request)
+            raise
+        # Our watch, or the copy a per-view rule filed in its place.
+        filed = active.pop(key, watch)
+        if filed[CLAIM] is not None:  # it was reported slow
+            middleware._finish(filed, response, request)
+        return response
+
+    return serve
+
+
+#: The code of the request path's frame, where a report's own stack begins.
+SERVE_CODE = next(
+    const
+    for const in _serving.__code__.co_consts
+    if isinstance(const, CodeType) and const.co_name == "serve"
+)
+
+
 class SlowWatchMiddleware:
-    """Arms a watch per request. ``__init__`` picks the class whose ``__call__``
-    fits the configuration (async, per-path rules, Sentry), so that the plain
-    sync path below tests for none of them."""
+    """Arms a watch per request. Building it picks what Django gets: the bare
+    request function for the plain sync configuration, else an instance whose
+    class's ``__call__`` fits the configuration (async, per-path rules,
+    Sentry), so that the plain path tests for none of them."""
 
     sync_capable = True
     async_capable = True
 
+    #: The sync request path (see ``_serving``); unused under ASGI.
+    serve: Callable[..., Any]
+
+    def __new__(
+        cls,
+        get_response: Callable[[HttpRequest], HttpResponseBase]
+        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ) -> Any:
+        # A middleware factory may return any callable (Django's middleware
+        # docs): the plain configuration returns the closure itself. Python
+        # then skips ``__init__``, so the set-up lives in ``_setup``.
+        self = super().__new__(cls)
+        self._setup(get_response)
+        if type(self) is SlowWatchMiddleware and not self.name_rules:
+            return self.serve
+        return self
+
     def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponseBase]
+        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ) -> None:
+        """Everything was done by ``__new__`` (through ``_setup``)."""
+
+    def _setup(
         self,
         get_response: Callable[[HttpRequest], HttpResponseBase]
         | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
@@ -116,6 +192,8 @@ class SlowWatchMiddleware:
         self.active = watchdog.active
         for threshold in (self.threshold, *rules.thresholds()):
             watchdog.require(threshold)
+        if not self.async_mode:
+            self.serve = _serving(self)
         runtime.register(self)
         if any(path.endswith(".SentryReporter") for path in settings.reporters):
             # Only then does a request pay for handing its Sentry scope over.
@@ -151,34 +229,9 @@ class SlowWatchMiddleware:
                 threshold = rule
         return threshold
 
-    def __call__(self, request: HttpRequest, threshold: float | None = None) -> Any:
-        # The per-request cost of slowwatch (see benchmarks/overhead.py): every
-        # line here is paid by every request, so Watchdog.arm and disarm are
-        # inlined and the rare cases live in other methods.
-        if threshold is None:
-            threshold = self.threshold
-            if threshold is None:  # watching is paused
-                return self.get_response(request)
-        started = monotonic()
-        key = get_ident()
-        active = self.active
-        if key in active:
-            # A handler nested in this thread's request: the outer watch covers
-            # it. Only this thread files or removes the entry under its ident.
-            return self.get_response(request)
-        active[key] = watch = [started, threshold, request, None, None]
-        if started > self.watchdog.stale_at:
-            self.watchdog.ensure_running()
-        try:
-            response = self.get_response(request)
-        except BaseException:
-            self._unwatch(key, watch, request)
-            raise
-        # Our watch, or the copy a per-view rule filed in its place.
-        filed = active.pop(key, watch)
-        if filed[CLAIM] is not None:  # it was reported slow
-            self._finish(filed, response, request)
-        return response
+    def __call__(self, request: HttpRequest) -> Any:
+        # Only with URL-name rules, which need the instance's process_view.
+        return self.serve(request)
 
     def _unwatch(self, key: int, watch: Watch, request: HttpRequest) -> None:
         """The end of a request whose view raised (the normal end is inlined above)."""
@@ -197,7 +250,7 @@ class SlowWatchMiddleware:
         threshold = self._threshold(request)
         if threshold is None:  # ignored, or watching is paused
             return self.get_response(request)
-        return SlowWatchMiddleware.__call__(self, request, threshold)
+        return self.serve(request, threshold)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         threshold = self._threshold(request)
@@ -249,13 +302,13 @@ class SlowWatchMiddleware:
 class PathRulesMiddleware(SlowWatchMiddleware):
     """The sync middleware when ``THRESHOLDS`` or ``IGNORE`` have path rules."""
 
-    __call__ = SlowWatchMiddleware._call_with_path_rules  # type: ignore[assignment]
+    __call__ = SlowWatchMiddleware._call_with_path_rules
 
 
 class AsyncSlowWatchMiddleware(SlowWatchMiddleware):
     """The middleware under ASGI (async-capable next handler)."""
 
-    __call__ = SlowWatchMiddleware._acall  # type: ignore[assignment]
+    __call__ = SlowWatchMiddleware._acall
 
 
 #: Where the request thread leaves its Sentry isolation scope for the monitor.
@@ -283,7 +336,7 @@ class SentryScopeMiddleware(SlowWatchMiddleware):
 #: Code of the frames where a request's own stack begins: what lies above
 #: them (the server, Django's handler) is hidden from reports by default.
 BOUNDARY = (
-    SlowWatchMiddleware.__call__.__code__,
+    SERVE_CODE,
     SlowWatchMiddleware._call_with_path_rules.__code__,
     SlowWatchMiddleware._acall.__code__,
     SentryScopeMiddleware.__call__.__code__,

@@ -177,8 +177,8 @@ class Watchdog:
         self.stale_at = -float("inf")
 
     # -- request side ---------------------------------------------------
-    # SlowWatchMiddleware.__call__ inlines arm and disarm: a method call would
-    # cost as much as all the rest of its work.
+    # The middleware's request path (middleware._serving) inlines arm and
+    # disarm: a method call would cost as much as all the rest of its work.
 
     def arm(self, subject: object, threshold: float, task: object = None) -> Watch | None:
         """File a watch for the calling thread (or ``task``). No I/O, lock or logging.
