@@ -9,11 +9,12 @@ import textwrap
 
 import pytest
 from django.core.handlers.exception import convert_exception_to_response
-from django.test import AsyncClient, Client
+from django.http import HttpResponse
+from django.test import AsyncClient, Client, RequestFactory
 
 from helpers import HERE, OuterMiddleware
 from slowwatch import runtime
-from slowwatch.middleware import _past_converter
+from slowwatch.middleware import SlowWatchMiddleware, _past_converter
 from slowwatch.report import Report
 
 pytestmark = pytest.mark.django_db(transaction=False, databases=[])
@@ -136,6 +137,26 @@ def test_url_rules(settings, collected, rules, path, threshold):
     assert Client().get(path).status_code == 200
     got = reports(collected, "slow")
     assert [r.threshold for r in got] == ([] if threshold is None else [threshold])
+    for report in got:  # whichever callable serves, the stack starts below it
+        assert report.hidden_frames > 0
+        assert not any(f.filename.endswith("slowwatch/middleware.py") for f in report.frames)
+
+
+@pytest.mark.parametrize(
+    ("rules", "served_by"),
+    [
+        ({}, "function"),
+        ({"THRESHOLDS": {"sleep": 0.1}}, "SlowWatchMiddleware"),
+        ({"IGNORE": ["^/static/"]}, "PathRulesMiddleware"),
+    ],
+)
+def test_django_gets_the_cheapest_callable_the_configuration_allows(settings, rules, served_by):
+    settings.SLOWWATCH = {**settings.SLOWWATCH, **rules}
+    middleware = SlowWatchMiddleware(lambda request: HttpResponse("ok"))
+    assert type(middleware).__name__ == served_by
+    # Django calls process_view only where URL-name rules need it.
+    assert hasattr(middleware, "process_view") == (served_by == "SlowWatchMiddleware")
+    assert middleware(RequestFactory().get("/x/")).content == b"ok"
 
 
 def test_asgi_async_view_is_reported_on_its_await_line(collected):
