@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 
@@ -36,7 +37,12 @@ CONFIGS = {
     "dogslow": [DOGSLOW],
 }
 #: Execute wrappers on the connection, for the per-query cost.
-QUERY_CONFIGS = ("none", "passthrough", "tracker-unwatched", "tracker")
+#: ("c-wrapper" is operator.call, new in Python 3.11.)
+QUERY_CONFIGS = tuple(
+    name
+    for name in ("none", "c-wrapper", "passthrough", "tracker-unwatched", "tracker")
+    if name != "c-wrapper" or hasattr(operator, "call")
+)
 
 
 class PassThroughMiddleware:
