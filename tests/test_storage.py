@@ -263,6 +263,26 @@ def test_a_locked_sqlite_database_is_retried_then_dropped(
     assert SlowRequest.objects.using(locked).filter(request_id="e" * 32).exists()
 
 
+@pytest.mark.parametrize(("max_age", "kept"), [(0, False), (60, True), (None, True)])
+def test_going_idle_closes_the_connection_as_django_closes_a_requests(
+    tmp_path: Path, extra_alias: Any, max_age: int | None, kept: bool
+) -> None:
+    alias = extra_alias(
+        f"idle{max_age}",
+        ENGINE="django.db.backends.sqlite3",
+        NAME=str(tmp_path / "idle.sqlite3"),
+        CONN_MAX_AGE=max_age,
+    )
+    with connections[alias].schema_editor() as editor:
+        editor.create_model(SlowRequest)
+    reporter = DatabaseReporter()
+    reporter.alias = alias
+    reporter.handle(build_report(snapshot("f" * 32)))
+    reporter.idle()
+    assert (connections[alias].connection is not None) == kept
+    assert reporter.counts == {"saved": 1}
+
+
 def make_rows(ages_in_days: list[float]) -> None:
     now = timezone.now()
     SlowRequest.objects.bulk_create(

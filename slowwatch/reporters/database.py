@@ -2,8 +2,9 @@
 
 The row is created at ``slow`` and updated at each later transition (upsert by
 request id). It runs on the reporter thread only, so its queries are never part
-of a request's transaction; its connection is closed whenever the reporter's
-queue runs empty, so a worker never keeps one open for slowwatch. A database
+of a request's transaction. When the reporter's queue runs empty its connection
+is treated as Django treats a request's at the request's end: closed unless
+the alias's ``CONN_MAX_AGE`` keeps it (the default, 0, closes it). A database
 that is down or locked gets a few quick retries, then the report is dropped and
 counted: requests and the other reporters never wait on it.
 """
@@ -194,8 +195,10 @@ class DatabaseReporter(Reporter):
                 prune(*settings.retention, using=self.alias)
 
     def idle(self) -> None:
-        # Kept open through a burst of reports, closed as soon as it is over.
-        connections[self.alias].close()
+        # Kept open through a burst of reports; then Django's own rule for a
+        # request's connection: closed now with the default CONN_MAX_AGE of 0,
+        # kept for the next report while the alias's CONN_MAX_AGE allows.
+        connections[self.alias].close_if_unusable_or_obsolete()
 
     def _sql(self) -> Statements:
         connection = connections[self.alias]
