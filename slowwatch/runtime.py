@@ -288,8 +288,11 @@ def deliver(event: Event) -> None:
 def idle() -> None:
     """The queue ran empty: let each reporter release what it holds."""
     for reporter in _reporters or ():
-        with errors.guard(f"reporter {type(reporter).__qualname__} going idle"):
-            reporter.idle()
+        # A reporter written without the base class may lack idle(): nothing to release.
+        release = getattr(reporter, "idle", None)
+        if release is not None:
+            with errors.guard(f"reporter {type(reporter).__qualname__} going idle"):
+                release()
 
 
 @receiver(setting_changed)

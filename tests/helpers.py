@@ -153,6 +153,15 @@ class Broken(Reporter):
         raise RuntimeError("this reporter is broken")
 
 
+class Bare:
+    """A reporter written without the base class: ``handle`` and nothing else."""
+
+    reports: ClassVar[list[object]] = []
+
+    def handle(self, report: object) -> None:
+        Bare.reports.append(report)
+
+
 class OuterMiddleware:
     """Put before slowwatch in MIDDLEWARE: records what the layers below answered."""
 

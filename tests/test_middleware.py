@@ -12,7 +12,7 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, RequestFactory
 
-from helpers import HERE, OuterMiddleware
+from helpers import HERE, Bare, OuterMiddleware
 from slowwatch import runtime
 from slowwatch.middleware import SlowWatchMiddleware, _past_converter
 from slowwatch.report import Report
@@ -265,6 +265,16 @@ def test_a_failing_reporter_stops_neither_the_others_nor_the_request(settings, c
     assert len(errors) == 1
     assert "reporter Broken" in errors[0].getMessage()
     assert runtime.errors.counts["reporter Broken"] >= 4
+
+
+def test_a_reporter_without_the_base_class_is_used_without_complaint(settings, caplog):
+    caplog.set_level("ERROR", logger="slowwatch.internal")
+    settings.SLOWWATCH = {**settings.SLOWWATCH, "REPORTERS": ["helpers.Bare"]}
+    Bare.reports = []
+    assert Client().get("/sleep/?s=0.45").status_code == 200
+    runtime.dispatcher().flush(5)  # the queue runs empty: reporters go idle
+    assert [r.kind for r in Bare.reports] == ["slow", "finished"]  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.name == "slowwatch.internal"]
 
 
 def test_the_profile_shows_both_phases_of_a_request(collected):
