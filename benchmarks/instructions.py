@@ -34,7 +34,7 @@ from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import RequestFactory, override_settings  # noqa: E402
 
-from benchproject import CONFIGS  # noqa: E402
+from benchproject import CONFIGS, passthrough  # noqa: E402
 
 WARM_UP = 200
 
@@ -67,10 +67,6 @@ def requests(config: str, n: int) -> None:
         response = app(env, start_response)
         b"".join(response)
         response.close()
-
-
-def passthrough(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
-    return execute(sql, params, many, context)
 
 
 def queries(config: str, n: int) -> None:

@@ -321,7 +321,7 @@ class SentryScopeMiddleware(SlowWatchMiddleware):
     request's Sentry isolation scope to the monitor (a context variable, which
     only the request's own thread can read), so that events link to its trace."""
 
-    def __call__(self, request: HttpRequest, threshold: float | None = None) -> Any:
+    def __call__(self, request: HttpRequest) -> Any:
         with runtime.errors.guard("reading the Sentry scope"):
             import sentry_sdk
 

@@ -221,9 +221,7 @@ class DatabaseReporter(Reporter):
             # The first word about a request (the only writer of its row is
             # this thread): insert straight away.
             try:
-                values = {**found, "request_id": report.id, "state": "slow", "timeline": [entry]}
-                sql.insert(values)
-                self._remember(report.id, "slow", [entry], {}, _scalars(values))
+                self._create(sql, report.id, "slow", entry, found)
                 return
             except IntegrityError:
                 pass  # told twice: update instead
@@ -239,9 +237,7 @@ class DatabaseReporter(Reporter):
             if report.kind == "lost":
                 # The slow report itself never arrived: keep what is known.
                 found.update(started_at=_when(time.time()), threshold=0.0, duration=0.0)
-            values = {**found, "request_id": report.id, "state": state, "timeline": [entry]}
-            sql.insert(values)
-            self._remember(report.id, state, [entry], {}, _scalars(values))
+            self._create(sql, report.id, state, entry, found)
             return
         if report.kind == "lost":
             found = {"extra": {**(row["extra"] or {}), "lost": report.extra}}
@@ -267,6 +263,14 @@ class DatabaseReporter(Reporter):
         if state == "slow":  # more to come
             extra = found.get("extra", row["extra"])
             self._remember(report.id, state, timeline, extra, {**known, **_scalars(found)})
+
+    def _create(
+        self, sql: Statements, request_id: str, state: str, entry: Any, found: dict[str, Any]
+    ) -> None:
+        """INSERT the request's row, and remember it for its next transition."""
+        values = {**found, "request_id": request_id, "state": state, "timeline": [entry]}
+        sql.insert(values)
+        self._remember(request_id, state, [entry], {}, _scalars(values))
 
     def _remember(
         self,
