@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -270,22 +271,28 @@ def query_cost(queries: int) -> tuple[float, float, float]:
 # -- 5. instruction counts under callgrind ----------------------------------
 
 
-SEED = {"PYTHONHASHSEED": "0"}
+#: Environment padding, in bytes, of the runs a count is the median of. Where
+#: the process's memory lies shifts with the size of its environment, and with
+#: it how often dict and cache lookups collide: one layout can count 1,500
+#: instructions per request more than another for the same code, as much as a
+#: whole middleware costs. The median over several layouts is what code costs.
+LAYOUTS = (0, 8, 16, 24, 32, 40, 48, 56, 64)
+QUICK_LAYOUTS = (0, 24, 48)
 
 
-def instructions(part: str, config: str, small: int, large: int) -> int:
+def instructions(part: str, config: str, small: int, large: int, pad: int) -> int:
     """Instructions the main thread spends per request (or query) in ``config``.
 
     Two callgrind runs of benchmarks/instructions.py, ``small`` and ``large``
     iterations: the difference divided by ``large - small`` leaves start-up,
-    warm-up and slowwatch's own threads (counted apart) out. A fixed hash
-    seed makes the two runs lay out their dicts alike.
+    warm-up and slowwatch's own threads (counted apart) out. A fixed hash seed
+    and no ``.pyc`` writing make the two runs do the same start-up work.
     """
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_RECORD"}
+    # Not BENCH_RECORD: its reporter exists only in this process.
+    env.update(PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1", BENCH_PAD="x" * pad)
     totals = []
-    # The first run is thrown away: the first import after an install writes
-    # the .pyc files, thousands of instructions per request when divided out
-    # of one run and not the other.
-    for count in (small, small, large):
+    for count in (small, large):
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run(
                 [
@@ -299,8 +306,7 @@ def instructions(part: str, config: str, small: int, large: int) -> int:
                     config,
                     str(count),
                 ],
-                # Not BENCH_RECORD: its reporter exists only in this process.
-                env={**{k: v for k, v in os.environ.items() if k != "BENCH_RECORD"}, **SEED},
+                env=env,
                 capture_output=True,
                 check=True,
             )
@@ -308,43 +314,75 @@ def instructions(part: str, config: str, small: int, large: int) -> int:
             found = re.search(r"^summary: (\d+)", main_thread, re.MULTILINE)
             assert found, "no summary line in callgrind's output"
             totals.append(int(found.group(1)))
-    return round((totals[2] - totals[1]) / (large - small))
+    return round((totals[1] - totals[0]) / (large - small))
+
+
+def counted(
+    part: str, configs: list[str], small: int, large: int, layouts: tuple[int, ...]
+) -> dict[str, list[int]]:
+    """Each configuration's count under every layout, sorted (runs use every core)."""
+    jobs = [(config, pad) for pad in layouts for config in configs]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = pool.map(lambda job: instructions(part, job[0], small, large, job[1]), jobs)
+        found: dict[str, list[int]] = {config: [] for config in configs}
+        for (config, _), count in zip(jobs, counts, strict=True):
+            found[config].append(count)
+    return {config: sorted(values) for config, values in found.items()}
 
 
 def instructions_table(raw: dict[str, Any], quick: bool) -> None:
     if shutil.which("valgrind") is None:
         out("(instruction counts skipped: valgrind is not installed; apt-get install valgrind)")
         return
+    layouts = QUICK_LAYOUTS if quick else LAYOUTS
     small, large = (300, 1300) if quick else (1000, 4000)
-    counts = {name: instructions("request", name, small, large) for name in CONFIGS}
+    spread = counted("request", list(CONFIGS), small, large, layouts)
+    counts = {name: round(statistics.median(values)) for name, values in spread.items()}
     base = counts["bare"]
     # Time per instruction of the bare request, from the wall-clock part when it ran.
     bare_us = raw.get("inprocess", {}).get("bare", (None,))[0]
     per_ns = bare_us * 1000 / base if bare_us else None
-    raw["instructions"] = {"request": counts, "ns_per_instruction": per_ns}
+    raw["instructions"] = {"request": spread, "ns_per_instruction": per_ns, "layouts": layouts}
     out(
         f"## Per request, counted by callgrind (hello-world view; {large:,} minus "
-        f"{small:,} requests, main thread)"
+        f"{small:,} requests, main thread; median of {len(layouts)} memory layouts)"
     )
     out()
-    out("| configuration | instructions per request | added vs bare | added vs empty | µs* |")
-    out("|---|---|---|---|---|")
+    out(
+        "| configuration | instructions per request | layouts min–max "
+        "| added vs bare | added vs empty | µs* |"
+    )
+    out("|---|---|---|---|---|---|")
     for name, count in counts.items():
         above_empty = f"{count - counts['empty']:+,}" if name not in ("bare", "empty") else ""
         us = f"{(count - base) * per_ns / 1000:+.2f}" if per_ns else "n/a"
-        out(f"| {name} | {count:,} | {count - base:+,} | {above_empty} | {us} |")
+        low, high = spread[name][0], spread[name][-1]
+        out(
+            f"| {name} | {count:,} | {low:,}–{high:,} | {count - base:+,} | {above_empty} | {us} |"
+        )
     out()
     qsmall, qlarge = (1000, 6000) if quick else (5000, 25000)
-    queries = {name: instructions("query", name, qsmall, qlarge) for name in QUERY_CONFIGS}
-    raw["instructions"]["query"] = queries
-    out(f"## Per query, counted by callgrind (`SELECT 1` on SQLite; {qlarge:,} minus {qsmall:,})")
+    qspread = counted("query", list(QUERY_CONFIGS), qsmall, qlarge, layouts)
+    queries = {name: round(statistics.median(values)) for name, values in qspread.items()}
+    raw["instructions"]["query"] = qspread
+    out(
+        f"## Per query, counted by callgrind (`SELECT 1` on SQLite; {qlarge:,} minus "
+        f"{qsmall:,}; median of {len(layouts)} memory layouts)"
+    )
     out()
-    out("| execute wrappers | per query | added vs none | added vs pass-through | µs* |")
-    out("|---|---|---|---|---|")
+    out(
+        "| execute wrappers | per query | layouts min–max | added vs none "
+        "| added vs pass-through | µs* |"
+    )
+    out("|---|---|---|---|---|---|")
     for name, count in queries.items():
         above = f"{count - queries['passthrough']:+,}" if name.startswith("tracker") else ""
         us = f"{(count - queries['none']) * per_ns / 1000:+.2f}" if per_ns else "n/a"
-        out(f"| {name} | {count:,} | {count - queries['none']:+,} | {above} | {us} |")
+        low, high = qspread[name][0], qspread[name][-1]
+        out(
+            f"| {name} | {count:,} | {low:,}–{high:,} | {count - queries['none']:+,} | {above} "
+            f"| {us} |"
+        )
     out()
     if per_ns:
         out(
@@ -355,7 +393,8 @@ def instructions_table(raw: dict[str, Any], quick: bool) -> None:
         ds = counts["dogslow"] - base
         out(
             f"slowwatch above the empty middleware: {(sw - empty) * per_ns / 1000:+.2f} µs; "
-            f"slowwatch / dogslow added cost: {sw / ds:.3f}"
+            f"slowwatch / dogslow added cost: {sw / ds:.3f}; the empty middleware / "
+            f"dogslow: {empty / ds:.3f}"
         )
         out()
 
@@ -363,51 +402,93 @@ def instructions_table(raw: dict[str, Any], quick: bool) -> None:
 # -- 6. gunicorn throughput ---------------------------------------------------
 
 
-def gunicorn_rps(middleware: list[str], worker: str, seconds: int) -> tuple[float, float]:
-    """Requests/s by wrk, and the worker's CPU time per request in µs.
+def _pinned(cpu: int | None) -> Any:
+    """A ``preexec_fn`` that keeps the child (and what it forks) on one core."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
 
-    CPU time per request is the steadier figure on a shared machine: time the
-    worker spends waiting for a core does not count in it.
-    """
-    import psutil
 
-    env = dict(os.environ, BENCH_MIDDLEWARE=",".join(middleware), PYTHONPATH=str(HERE))
-    env.pop("BENCH_RECORD")  # the recording reporter lives in this process only
-    args = [sys.executable, "-m", "gunicorn", "benchwsgi:application", "-b", "127.0.0.1:0"]
-    args += ["-w", "1", "--log-level", "info"]
-    args += ["-k", "gthread", "--threads", "4"] if worker == "gthread" else ["-k", "sync"]
-    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True, cwd=HERE)
-    failed = (float("nan"), float("nan"))
-    try:
+#: With two cores or more, the server gets the last one and wrk the first, so
+#: that the scheduler neither moves the worker nor puts wrk on its core.
+SERVER_CPU, CLIENT_CPU = (
+    ((os.cpu_count() or 1) - 1, 0) if (os.cpu_count() or 1) > 1 else (None, None)
+)
+
+
+class Gunicorn:
+    """A gunicorn with one worker running the benchmark project in one configuration."""
+
+    def __init__(self, middleware: list[str], worker: str) -> None:
+        env = dict(os.environ, BENCH_MIDDLEWARE=",".join(middleware), PYTHONPATH=str(HERE))
+        env.pop("BENCH_RECORD")  # the recording reporter lives in this process only
+        args = [sys.executable, "-m", "gunicorn", "benchwsgi:application", "-b", "127.0.0.1:0"]
+        args += ["-w", "1", "--log-level", "info"]
+        args += ["-k", "gthread", "--threads", "4"] if worker == "gthread" else ["-k", "sync"]
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=HERE,
+            preexec_fn=_pinned(SERVER_CPU),
+        )
         port = pid = None
         deadline = time.monotonic() + 20
-        assert proc.stderr is not None
+        assert self.proc.stderr is not None
         while (port is None or pid is None) and time.monotonic() < deadline:
-            line = proc.stderr.readline()
+            line = self.proc.stderr.readline()
             found = re.search(r"Listening at: http://127.0.0.1:(\d+)", line)
             port = int(found.group(1)) if found else port
             found = re.search(r"Booting worker with pid: (\d+)", line)
             pid = int(found.group(1)) if found else pid
         if port is None or pid is None:
+            self.close()
             raise RuntimeError("gunicorn did not start")
-        threading.Thread(target=proc.stderr.read, daemon=True).start()
-        url = f"http://127.0.0.1:{port}/hello"
-        subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True)
-        cpu = psutil.Process(pid).cpu_times()
-        run = subprocess.run(
-            ["wrk", "-t1", "-c8", f"-d{seconds}s", url], capture_output=True, text=True
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+        self.url, self.pid = f"http://127.0.0.1:{port}/hello", pid
+        self.wrk(1)  # warm up
+
+    def wrk(self, seconds: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["wrk", "-t1", "-c8", f"-d{seconds}s", self.url],
+            capture_output=True,
+            text=True,
+            preexec_fn=_pinned(CLIENT_CPU),
         )
-        used = psutil.Process(pid).cpu_times()
+
+    def measure(self, seconds: int) -> tuple[float, float]:
+        """Requests/s by wrk, and the worker's CPU time per request in µs.
+
+        CPU time per request is the steadier figure on a shared machine: time the
+        worker spends waiting for a core does not count in it.
+        """
+        cpu = self.cpu_seconds()
+        run = self.wrk(seconds)
+        busy = self.cpu_seconds() - cpu
         found = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
         count = re.search(r"(\d+) requests in", run.stdout)
         if run.returncode or not found or not count:
-            out(f"(wrk failed for {middleware} {worker}: {run.stdout} {run.stderr})")
-            return failed
-        busy = (used.user - cpu.user) + (used.system - cpu.system)
+            out(f"(wrk failed for {self.url}: {run.stdout} {run.stderr})")
+            return float("nan"), float("nan")
         return float(found.group(1)), busy / int(count.group(1)) * 1e6
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+
+    def cpu_seconds(self) -> float:
+        """The worker's CPU time, to the nanosecond where Linux tells it."""
+        try:
+            # Linux's CPU clock of another process (MAKE_PROCESS_CPUCLOCK): the
+            # figures of /proc count in 10 ms ticks, coarse next to the 1 % of a
+            # 3 s round that is being measured.
+            return time.clock_gettime(((~self.pid) << 3) | 2)
+        except OSError:
+            import psutil
+
+            times = psutil.Process(self.pid).cpu_times()
+            return float(times.user + times.system)
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
 
 
 def main() -> None:
@@ -444,13 +525,13 @@ def main() -> None:
     if "arm" in parts:
         arm_table(raw, 20_000 if args.quick else 100_000)
     if "detection" in parts:
-        detection_table(raw)
+        detection_table(raw, 2 if args.quick else 6)
     if "sampling" in parts:
         sampling_table(raw, 3.0 if args.quick else 10.0)
     if "sql" in parts:
         sql_table(raw, 2_000 if args.quick else 20_000)
     if "gunicorn" in parts:
-        gunicorn_table(raw, *((3, 2) if args.quick else (8, 4)))
+        gunicorn_table(raw, *((3, 2) if args.quick else (12, 3)))
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1, default=str))
 
@@ -486,20 +567,28 @@ def arm_table(raw: dict[str, Any], calls: int) -> None:
     out()
 
 
-def detection_table(raw: dict[str, Any]) -> None:
-    out("## Detection latency: report time minus deadline (threshold 1 s)")
+def detection_table(raw: dict[str, Any], repeats: int) -> None:
+    out(
+        "## Detection latency: report time minus deadline (threshold 1 s; each case "
+        f"{repeats} times per tool, alternating, pooled)"
+    )
     out()
     out("| tool | requests | concurrent | reported | p50 ms | p99 ms | max ms |")
     out("|---|---|---|---|---|---|---|")
     raw["detection"] = {}
     cases = [("sleep", 1), ("sleep", 20), ("sleep", 200), ("cpu", 1), ("cpu", 4), ("cpu", 20)]
     for kind, n in cases:
-        for tool in ("slowwatch", "dogslow"):
-            late = detection(tool, kind, n)
-            raw["detection"][f"{tool}/{kind}/{n}"] = late
-            ms = [x * 1000 for x in late]
+        late: dict[str, list[float]] = {"slowwatch": [], "dogslow": []}
+        for i in range(repeats):
+            # Who goes first alternates: a tool's lateness with spinning threads
+            # swings from one try to the next more than between the tools.
+            for tool in ("slowwatch", "dogslow")[:: 1 if i % 2 == 0 else -1]:
+                late[tool].extend(detection(tool, kind, n))
+        for tool, values in late.items():
+            raw["detection"][f"{tool}/{kind}/{n}"] = values
+            ms = [x * 1000 for x in values]
             out(
-                f"| {tool} | {kind} | {n} | {len(late)}/{n} | {pct(ms, 50):.1f} | "
+                f"| {tool} | {kind} | {n} | {len(values)}/{n * repeats} | {pct(ms, 50):.1f} | "
                 f"{pct(ms, 99):.1f} | {max(ms, default=float('nan')):.1f} |"
             )
     out()
@@ -530,30 +619,41 @@ def sql_table(raw: dict[str, Any], queries: int) -> None:
     out()
 
 
-def gunicorn_table(raw: dict[str, Any], runs: int = 8, seconds: int = 4) -> None:
+def gunicorn_table(raw: dict[str, Any], runs: int = 12, seconds: int = 3) -> None:
     if shutil.which("wrk") is None:
         out("(gunicorn throughput skipped: wrk is not installed; apt-get install wrk)")
         return
+    pinned = f", worker pinned to core {SERVER_CPU} and wrk to core {CLIENT_CPU}"
     out(
         f"## Under gunicorn, 1 worker: requests/s by wrk -t1 -c8, and the worker's CPU "
         f"time per request; {runs} interleaved rounds of {seconds} s, medians of ratios "
-        "paired within a round"
+        f"paired within a round{pinned if SERVER_CPU is not None else ''}"
     )
     out()
     out(
-        "| worker | req/s bare | slowwatch / bare | dogslow / bare "
-        "| CPU µs/req bare | slowwatch | dogslow | bare / slowwatch (CPU) |"
+        "| worker | req/s bare | empty / bare | slowwatch / bare | dogslow / bare "
+        "| CPU µs/req bare | empty | slowwatch | dogslow | bare / empty (CPU) "
+        "| bare / slowwatch (CPU) |"
     )
-    out("|---|---|---|---|---|---|---|---|")
+    out("|---|---|---|---|---|---|---|---|---|---|---|")
     raw["gunicorn"] = {}
     for worker in ("sync", "gthread"):
-        rps: dict[str, list[float]] = {"bare": [], "slowwatch": [], "dogslow": []}
+        # The empty middleware is the floor here too: in a real server any
+        # middleware costs a few times what it costs in the in-process loop.
+        rps: dict[str, list[float]] = {name: [] for name in CONFIGS}
         cpu: dict[str, list[float]] = {name: [] for name in rps}
         for i in range(runs):
             names = list(rps)
-            names = names[i % 3 :] + names[: i % 3]
+            names = names[i % len(names) :] + names[: i % len(names)]
             for name in names:
-                got_rps, got_cpu = gunicorn_rps(CONFIGS[name], worker, seconds)
+                # A fresh server each round: each process lands on its own memory
+                # layout, worth a few tenths of a percent either way (see LAYOUTS),
+                # and only over many processes does that average out.
+                server = Gunicorn(CONFIGS[name], worker)
+                try:
+                    got_rps, got_cpu = server.measure(seconds)
+                finally:
+                    server.close()
                 rps[name].append(got_rps)
                 cpu[name].append(got_cpu)
         raw["gunicorn"][worker] = {"rps": rps, "cpu_us": cpu}
@@ -565,8 +665,10 @@ def gunicorn_table(raw: dict[str, Any], runs: int = 8, seconds: int = 4) -> None
         med = {k: statistics.median(v) for k, v in cpu.items()}
         out(
             f"| {worker} | {statistics.median(rps['bare']):.0f} | "
+            f"{paired(rps, 'empty', 'bare'):.3f} | "
             f"{paired(rps, 'slowwatch', 'bare'):.3f} | {paired(rps, 'dogslow', 'bare'):.3f} | "
-            f"{med['bare']:.0f} | {med['slowwatch']:.0f} | {med['dogslow']:.0f} | "
+            f"{med['bare']:.1f} | {med['empty']:.1f} | {med['slowwatch']:.1f} | "
+            f"{med['dogslow']:.1f} | {paired(cpu, 'bare', 'empty'):.3f} | "
             f"{paired(cpu, 'bare', 'slowwatch'):.3f} |"
         )
     out()
