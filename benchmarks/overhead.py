@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import gc
 import io
 import json
 import logging
@@ -170,6 +171,22 @@ def _dogslow_recorder(threshold: float) -> None:
         dogslow.WatchdogMiddleware.peek = staticmethod(peek)  # it is a static method
 
 
+#: Longest full (generation 2) garbage collection of each detection try, in s.
+_collections: list[float] = []
+_collection_started = [0.0]
+
+
+def _time_collections(phase: str, info: dict[str, int]) -> None:
+    # A full collection stops every thread, the monitor too: the detection
+    # table shows the longest one next to the latencies.
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _collection_started[0] = time.perf_counter()
+    else:
+        _collections.append(time.perf_counter() - _collection_started[0])
+
+
 def detection(tool: str, kind: str, concurrent: int) -> list[float]:
     threshold, duration = 1.0, 1.6
     if tool == "slowwatch":
@@ -180,11 +197,16 @@ def detection(tool: str, kind: str, concurrent: int) -> list[float]:
     base = environ(f"/{kind}", f"s={duration}")
     with _lock:
         _late.clear()
+        _reports.clear()  # kept, they would make each collection slower than the last
     threads = [threading.Thread(target=call, args=(app, base)) for _ in range(concurrent)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    gc.callbacks.append(_time_collections)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gc.callbacks.remove(_time_collections)
     if tool == "slowwatch":
         from slowwatch import runtime
 
@@ -501,7 +523,14 @@ def main() -> None:
         help="comma-separated subset of: inprocess, instructions, arm, detection, "
         "sampling, sql, gunicorn",
     )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=100, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=200, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        # One process of the in-process part (see inprocess_table).
+        print(json.dumps(inprocess(args.rounds, args.batch)))
+        return
     raw: dict[str, Any] = {}
     import dogslow
 
@@ -517,9 +546,8 @@ def main() -> None:
     parts = set(args.parts.split(","))
     logging.getLogger("dogslow_bench").addHandler(logging.NullHandler())
     logging.getLogger("dogslow_bench").propagate = False
-    rounds, batch = (60, 200) if args.quick else (300, 200)
     if "inprocess" in parts:
-        inprocess_table(raw, rounds, batch)
+        inprocess_table(raw, *((3, 40, 200) if args.quick else (9, 100, 200)))
     if "instructions" in parts:
         instructions_table(raw, args.quick)
     if "arm" in parts:
@@ -536,20 +564,48 @@ def main() -> None:
         args.json.write_text(json.dumps(raw, indent=1, default=str))
 
 
-def inprocess_table(raw: dict[str, Any], rounds: int, batch: int) -> None:
-    res = inprocess(rounds, batch)
+def inprocess_table(raw: dict[str, Any], processes: int, rounds: int, batch: int) -> None:
+    # Each process is one memory layout (see LAYOUTS): the same code measured in
+    # two fresh processes differs by up to a microsecond per request, more than
+    # a middleware costs. So each process measures every configuration, and the
+    # figures are medians over the processes.
+    runs = []
+    for _ in range(processes):
+        child = subprocess.run(
+            [sys.executable, "-W", "ignore::DeprecationWarning", __file__, "--child"]
+            + ["--rounds", str(rounds), "--batch", str(batch)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs.append(json.loads(child.stdout.splitlines()[-1]))
+    res = {
+        name: tuple(statistics.median(run[name][i] for run in runs) for i in range(3))
+        for name in CONFIGS
+    }
     raw["inprocess"] = res
-    out(f"## Per request, in process (hello-world view, {rounds} interleaved rounds of {batch})")
-    out()
-    out("| configuration | µs per request | added vs bare (median of paired rounds) | IQR |")
-    out("|---|---|---|---|")
-    for name, (median, diff, iqr) in res.items():
-        out(f"| {name} | {median:.1f} | {diff:+.2f} µs | {iqr:.2f} |")
-    empty, sw, ds = res["empty"][1], res["slowwatch"][1], res["dogslow"][1]
+    raw["inprocess_runs"] = runs
+    out(
+        f"## Per request, in process (hello-world view; {processes} processes, each "
+        f"{rounds} interleaved rounds of {batch})"
+    )
     out()
     out(
-        f"slowwatch above the empty middleware: {sw - empty:+.2f} µs; "
-        f"slowwatch / dogslow added cost: {sw / ds:.3f}"
+        "| configuration | µs per request | added vs bare (median over processes) "
+        "| processes min–max |"
+    )
+    out("|---|---|---|---|")
+    for name, (median, diff, _) in res.items():
+        diffs = sorted(run[name][1] for run in runs)
+        out(f"| {name} | {median:.1f} | {diff:+.2f} µs | {diffs[0]:+.2f} to {diffs[-1]:+.2f} |")
+    above = statistics.median(run["slowwatch"][1] - run["empty"][1] for run in runs)
+    ratio = statistics.median(run["slowwatch"][1] / run["dogslow"][1] for run in runs)
+    floor = statistics.median(run["empty"][1] / run["dogslow"][1] for run in runs)
+    out()
+    out(
+        f"slowwatch above the empty middleware: {above:+.2f} µs; slowwatch / dogslow "
+        f"added cost: {ratio:.3f}; the empty middleware / dogslow: {floor:.3f} "
+        "(medians over the processes)"
     )
     out()
 
@@ -573,23 +629,35 @@ def detection_table(raw: dict[str, Any], repeats: int) -> None:
         f"{repeats} times per tool, alternating, pooled)"
     )
     out()
-    out("| tool | requests | concurrent | reported | p50 ms | p99 ms | max ms |")
-    out("|---|---|---|---|---|---|---|")
+    out(
+        "| tool | requests | concurrent | reported | p50 ms | p99 ms | max ms "
+        "| p99 ms, median try | longest full GC ms |"
+    )
+    out("|---|---|---|---|---|---|---|---|---|")
     raw["detection"] = {}
     cases = [("sleep", 1), ("sleep", 20), ("sleep", 200), ("cpu", 1), ("cpu", 4), ("cpu", 20)]
     for kind, n in cases:
         late: dict[str, list[float]] = {"slowwatch": [], "dogslow": []}
+        tries: dict[str, list[float]] = {"slowwatch": [], "dogslow": []}
+        collections: dict[str, list[float]] = {"slowwatch": [], "dogslow": []}
         for i in range(repeats):
             # Who goes first alternates: a tool's lateness with spinning threads
             # swings from one try to the next more than between the tools.
             for tool in ("slowwatch", "dogslow")[:: 1 if i % 2 == 0 else -1]:
-                late[tool].extend(detection(tool, kind, n))
+                _collections.clear()
+                got = detection(tool, kind, n)
+                late[tool].extend(got)
+                tries[tool].append(pct(got, 99))
+                collections[tool].extend(_collections)
         for tool, values in late.items():
             raw["detection"][f"{tool}/{kind}/{n}"] = values
+            raw["detection"][f"{tool}/{kind}/{n}/full-gc"] = collections[tool]
             ms = [x * 1000 for x in values]
             out(
                 f"| {tool} | {kind} | {n} | {len(values)}/{n * repeats} | {pct(ms, 50):.1f} | "
-                f"{pct(ms, 99):.1f} | {max(ms, default=float('nan')):.1f} |"
+                f"{pct(ms, 99):.1f} | {max(ms, default=float('nan')):.1f} | "
+                f"{statistics.median(tries[tool]) * 1000:.1f} | "
+                f"{max(collections[tool], default=0.0) * 1000:.1f} |"
             )
     out()
 
