@@ -3,13 +3,15 @@
 Run it through ``scripts/bench`` (which builds the virtualenv), or directly in
 one that has slowwatch, dogslow, gunicorn and wrk::
 
-    python benchmarks/overhead.py            # everything, about 6 minutes
+    python benchmarks/overhead.py            # everything, about 25 minutes on 2 cores
     python benchmarks/overhead.py --quick    # fewer and shorter rounds
 
-Every configuration is built in the same process (or started under the same
-gunicorn) and measured in interleaved batches, so that the machine's drift
-hits all of them alike; differences are paired per round and their median is
-reported. The output is a Markdown table, quoted in ``docs/performance.rst``.
+Every configuration is measured in interleaved batches, so that the machine's
+drift hits all of them alike; differences are paired per round and their
+median is reported. Where a process's memory lies shifts the figures as much
+as a middleware costs (see ``LAYOUTS``), so each part measures over several
+layouts: fresh processes, padded environments, a fresh server per round. The
+output is a Markdown table, quoted in ``docs/performance.rst``.
 """
 
 from __future__ import annotations
