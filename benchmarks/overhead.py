@@ -173,7 +173,7 @@ def _dogslow_recorder(threshold: float) -> None:
         dogslow.WatchdogMiddleware.peek = staticmethod(peek)  # it is a static method
 
 
-#: Longest full (generation 2) garbage collection of each detection try, in s.
+#: How long each full (generation 2) garbage collection of the current detection try took, in s.
 _collections: list[float] = []
 _collection_started = [0.0]
 
@@ -199,7 +199,8 @@ def detection(tool: str, kind: str, concurrent: int) -> list[float]:
     base = environ(f"/{kind}", f"s={duration}")
     with _lock:
         _late.clear()
-        _reports.clear()  # kept, they would make each collection slower than the last
+        # Reports kept from try to try would make each collection slower than the last.
+        _reports.clear()
     threads = [threading.Thread(target=call, args=(app, base)) for _ in range(concurrent)]
     gc.callbacks.append(_time_collections)
     try:
@@ -297,9 +298,9 @@ def query_cost(queries: int) -> tuple[float, float, float]:
 
 #: Environment padding, in bytes, of the runs a count is the median of. Where
 #: the process's memory lies shifts with the size of its environment, and with
-#: it how often dict and cache lookups collide: one layout can count 1,500
-#: instructions per request more than another for the same code, as much as a
-#: whole middleware costs. The median over several layouts is what code costs.
+#: it how often dict and cache lookups collide: one layout can count up to
+#: 3,000 instructions per request more than another for the same code, twice
+#: what a whole middleware costs. The median over several layouts is what code costs.
 LAYOUTS = (0, 8, 16, 24, 32, 40, 48, 56, 64)
 QUICK_LAYOUTS = (0, 24, 48)
 
