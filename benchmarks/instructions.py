@@ -1,11 +1,11 @@
 """Runs N requests (or N queries) in one configuration, for valgrind's callgrind.
 
 ``overhead.py`` starts this script under ``valgrind --tool=callgrind`` twice
-per configuration, with two values of N, and divides the difference in the
-main thread's instruction count by the difference in N: start-up and warm-up
-cancel out, and what is left is the instructions one request (or one query)
-costs. Unlike wall-clock time, that count is the same from run to run and
-whatever else the machine is doing.
+per configuration and memory layout, with two values of N, and divides the
+difference in the main thread's instruction count by the difference in N:
+start-up and warm-up cancel out, and what is left is the instructions one
+request (or one query) costs. Unlike wall-clock time, that count is the same
+from run to run of one layout, whatever else the machine is doing.
 
     python benchmarks/instructions.py request slowwatch 1000
     python benchmarks/instructions.py query tracker 5000

@@ -78,8 +78,8 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
     """The sync request path: a closure, which Django calls as cheaply as a function.
 
     Django calls a middleware instance through its ``__call__``, a slot lookup
-    and a fresh interpreter frame: about 1,800 instructions per request, more
-    than the watch itself costs (docs/performance.rst). The plain configuration
+    and a fresh interpreter frame: about 1,800 instructions per request, about
+    what the watch itself costs (docs/performance.rst). The plain configuration
     hands Django this function instead; the others call it from ``__call__``.
     """
     get_response = middleware.get_response
@@ -234,7 +234,7 @@ class SlowWatchMiddleware:
         return self.serve(request)
 
     def _unwatch(self, key: int, watch: Watch, request: HttpRequest) -> None:
-        """The end of a request whose view raised (the normal end is inlined above)."""
+        """The end of a request whose view raised (the normal end is inlined in ``_serving``)."""
         filed = self.active.pop(key, watch)
         if filed[CLAIM] is not None:
             self._finish(filed, None, request)
