@@ -120,7 +120,7 @@ def arm_disarm(concurrent: int, calls: int) -> float:
     # Other requests in flight, as if on other threads or tasks.
     for i in range(concurrent - 1):
         watchdog.active[("other", i)] = [started, 25.0, None, None, None]
-    watchdog._wake.set()  # let the monitor file them in its heap
+    watchdog.wake()  # let the monitor file them in its heap
     time.sleep(0.05)
     request = RequestFactory().get("/hello")
     best = float("inf")
@@ -298,9 +298,10 @@ def query_cost(queries: int) -> tuple[float, float, float]:
 
 #: Environment padding, in bytes, of the runs a count is the median of. Where
 #: the process's memory lies shifts with the size of its environment, and with
-#: it how often dict and cache lookups collide: one layout can count up to
-#: 3,000 instructions per request more than another for the same code, twice
-#: what a whole middleware costs. The median over several layouts is what code costs.
+#: it how often dict and cache lookups collide: one layout can count more
+#: instructions per request than another for the same code, by more than a
+#: whole middleware costs (docs/performance.rst). The median over several
+#: layouts is what code costs.
 LAYOUTS = (0, 8, 16, 24, 32, 40, 48, 56, 64)
 QUICK_LAYOUTS = (0, 24, 48)
 

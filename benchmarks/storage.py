@@ -562,7 +562,7 @@ def process_doc(rng: random.Random) -> dict[str, Any]:
 
 def variants(route: str, method: str, view: str, rng: random.Random) -> list[dict[str, Any]]:
     """A few pre-built JSON payloads per endpoint (the database still stores each in full)."""
-    from slowwatch.profile import FrozenProfile
+    from slowwatch.core.profile import FrozenProfile
 
     app = view.split(".")[0]
     found = []
@@ -759,7 +759,7 @@ def explain(db: str, queries: list[tuple[str, Any, float]]) -> list[dict[str, An
 
 def sample_reports(n: int, rng: random.Random) -> list[tuple[Any, Any]]:
     """``slow`` and ``finished`` reports of n distinct requests, as the reporter gets them."""
-    from slowwatch.profile import FrozenProfile
+    from slowwatch.core.profile import FrozenProfile
     from slowwatch.report import Report, SourceFrame
 
     pairs = []

@@ -32,6 +32,6 @@ class SlowWatchConfig(AppConfig):
             # Keeps the class of an exception a view raised (Django answers 500).
             from django.core.signals import got_request_exception
 
-            from slowwatch.runtime import note_exception
+            from slowwatch.requestinfo import note_exception
 
             got_request_exception.connect(note_exception, dispatch_uid="slowwatch")

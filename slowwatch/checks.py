@@ -1,6 +1,6 @@
 """System checks. Every ID is listed in ``docs/checks.rst``.
 
-The settings checks share :func:`slowwatch.conf.validate` with the middleware,
+The settings checks share :func:`slowwatch.validation.validate` with the settings object,
 which raises ``ImproperlyConfigured`` on the same problems in a deployed
 worker, where checks do not run.
 """
@@ -13,7 +13,8 @@ from typing import Any
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning
 
-from slowwatch.conf import middleware_setting, raw_setting, validate
+from slowwatch.conf import middleware_setting, raw_setting
+from slowwatch.validation import validate
 
 MIDDLEWARE_PATH = "slowwatch.middleware.SlowWatchMiddleware"
 

@@ -19,6 +19,8 @@ from django.core.exceptions import ImproperlyConfigured
 from slowwatch.conf import EXEMPT, positive_seconds
 from slowwatch.middleware import apply_rule
 
+__all__ = ["slowwatch_exempt", "slowwatch_threshold"]
+
 V = TypeVar("V", bound=Callable[..., Any])
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 from slowwatch import runtime
 
+__all__ = ["child_exit", "report_in_flight", "worker_abort", "worker_exit"]
+
 #: Seconds the hooks wait for the reports to be delivered.
 GRACE = 0.5
 
@@ -46,7 +48,7 @@ def report_in_flight(grace: float = GRACE, interrupted: FrameType | None = None)
     Also usable from other servers' hooks (uWSGI: see ``docs/install.rst``).
     Returns how many requests were reported.
     """
-    watchdog = runtime._watchdog
+    watchdog = runtime.running_watchdog()
     if watchdog is None:
         return 0
     count = 0

@@ -20,15 +20,15 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import MiddlewareNotUsed
 from django.core.handlers.exception import convert_exception_to_response
 
-from slowwatch import runtime
+from slowwatch import control, runtime
 from slowwatch.conf import EXEMPT, settings
-from slowwatch.watch import CLAIM, SQL, Watch
+from slowwatch.core.watch import CLAIM, SQL, Watch
+from slowwatch.requestinfo import WATCH_ATTR
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponseBase
 
-#: Under ASGI, where the decorators and URL-name rules find the request's watch key.
-WATCH_ATTR = "_slowwatch_key"
+__all__ = ["SlowWatchMiddleware", "apply_rule"]
 
 
 def apply_rule(request: HttpRequest, rule: float | str) -> None:
@@ -78,18 +78,17 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
     """The sync request path: a closure, which Django calls as cheaply as a function.
 
     Django calls a middleware instance through its ``__call__``, a slot lookup
-    and a fresh interpreter frame: about 1,800 instructions per request, about
-    what the watch itself costs (docs/performance.rst). The plain configuration
-    hands Django this function instead; the others call it from ``__call__``.
+    and a fresh interpreter frame, which costs about as much as the watch
+    itself (docs/performance.rst). The plain configuration hands Django this
+    function instead; the others call it from ``__call__``.
     """
     get_response = middleware.get_response
     active = middleware.active
     watchdog = middleware.watchdog
 
     def serve(request: HttpRequest, threshold: float | None = None) -> Any:
-        # The per-request cost of slowwatch (see benchmarks/overhead.py): every
-        # line here is paid by every request, so Watchdog.arm and disarm are
-        # inlined and the rare cases live in the middleware's methods.
+        # Every line here is paid by every request, so Watchdog.arm and disarm
+        # are inlined and the rare cases live in the middleware's methods.
         if threshold is None:
             threshold = middleware.threshold
             if threshold is None:  # watching is paused
@@ -126,16 +125,16 @@ SERVE_CODE = next(
 
 
 class SlowWatchMiddleware:
-    """Arms a watch per request. Building it picks what Django gets: the bare
-    request function for the plain sync configuration, else an instance whose
-    class's ``__call__`` fits the configuration (async, per-path rules,
-    Sentry), so that the plain path tests for none of them."""
+    """Arms a watch per request.
+
+    Building it picks what Django gets: the bare request function (the
+    closure made by ``_serving``) for the plain sync configuration, else the
+    instance, whose ``__call__`` handles what the plain path leaves out
+    (async, path rules, reporters' request hooks).
+    """
 
     sync_capable = True
     async_capable = True
-
-    #: The sync request path (see ``_serving``); unused under ASGI.
-    serve: Callable[..., Any]
 
     def __new__(
         cls,
@@ -147,7 +146,7 @@ class SlowWatchMiddleware:
         # then skips ``__init__``, so the set-up lives in ``_setup``.
         self = super().__new__(cls)
         self._setup(get_response)
-        if type(self) is SlowWatchMiddleware and not self.name_rules:
+        if self.plain:
             return self.serve
         return self
 
@@ -182,39 +181,37 @@ class SlowWatchMiddleware:
         # URL-name rules the fast path skips that call entirely.
         if self.name_rules:
             self.process_view = self._aprocess_view if self.async_mode else self._process_view
-        self.watchdog = watchdog = runtime.watchdog()
-        watchdog.configure(
-            sample_interval=settings.sample_interval,
-            max_samples=settings.max_samples,
-            escalations=settings.escalations,
-            capture_locals=settings.capture_locals,
+        #: What reporters run on the request's thread first (the Sentry scope
+        #: hand-off); only a configuration that has some pays for them.
+        self.request_hooks = runtime.request_hooks()
+        self.watchdog = runtime.watchdog()
+        self.active = self.watchdog.active
+        self.plain = not (
+            self.async_mode or self.name_rules or self.path_rules or self.request_hooks
         )
-        self.active = watchdog.active
-        for threshold in (self.threshold, *rules.thresholds()):
-            watchdog.require(threshold)
-        if not self.async_mode:
-            self.serve = _serving(self)
-        runtime.register(self)
-        if any(path.endswith(".SentryReporter") for path in settings.reporters):
-            # Only then does a request pay for handing its Sentry scope over.
-            self.__class__ = SentryScopeMiddleware
-        elif self.async_mode:
-            self.__class__ = AsyncSlowWatchMiddleware
-        elif self.path_rules is not None:
-            self.__class__ = PathRulesMiddleware
-        if settings.hide_server_frames:
-            watchdog.boundary.update(BOUNDARY)
+        #: The sync request path (see ``_serving``); unused under ASGI.
+        self.serve: Callable[..., Any] = _serving(self)
+        control.register(self)
 
-    def apply_control(self, control: runtime.ControlState) -> None:
-        """Pause, resume or re-time watching (see the admin's settings page).
+    def apply_control(self, state: control.ControlState) -> None:
+        """Pause, resume or re-time watching (see :mod:`slowwatch.control`).
 
         One attribute store: the request path reads ``self.threshold`` anyway,
         so runtime control costs it nothing.
         """
-        threshold = control.threshold or self.configured_threshold
-        if not control.paused:
-            self.watchdog.require(threshold)
-        self.threshold = None if control.paused else threshold
+        threshold = state.threshold or self.configured_threshold
+        self.threshold = None if state.paused else threshold
+
+    def __call__(self, request: HttpRequest) -> Any:
+        for hook in self.request_hooks:
+            with runtime.errors.guard("a reporter's request hook"):
+                hook(request)
+        if self.async_mode:
+            return self._acall(request)
+        threshold = self._threshold(request)
+        if threshold is None:  # ignored, or watching is paused
+            return self.get_response(request)
+        return self.serve(request, threshold)
 
     def _threshold(self, request: HttpRequest) -> float | None:
         """The request's threshold by path rule; None when it is not watched."""
@@ -229,10 +226,6 @@ class SlowWatchMiddleware:
                 threshold = rule
         return threshold
 
-    def __call__(self, request: HttpRequest) -> Any:
-        # Only with URL-name rules, which need the instance's process_view.
-        return self.serve(request)
-
     def _unwatch(self, key: int, watch: Watch, request: HttpRequest) -> None:
         """The end of a request whose view raised (the normal end is inlined in ``_serving``)."""
         filed = self.active.pop(key, watch)
@@ -245,12 +238,6 @@ class SlowWatchMiddleware:
         if self.watchdog.settle(claim) is not None:
             stats = filed[SQL]
             runtime.finished(claim, response, sys.exc_info()[1], stats, request)
-
-    def _call_with_path_rules(self, request: HttpRequest) -> Any:
-        threshold = self._threshold(request)
-        if threshold is None:  # ignored, or watching is paused
-            return self.get_response(request)
-        return self.serve(request, threshold)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         threshold = self._threshold(request)
@@ -299,45 +286,10 @@ class SlowWatchMiddleware:
         self._process_view(request, view_func, view_args, view_kwargs)
 
 
-class PathRulesMiddleware(SlowWatchMiddleware):
-    """The sync middleware when ``THRESHOLDS`` or ``IGNORE`` have path rules."""
-
-    __call__ = SlowWatchMiddleware._call_with_path_rules
-
-
-class AsyncSlowWatchMiddleware(SlowWatchMiddleware):
-    """The middleware under ASGI (async-capable next handler)."""
-
-    __call__ = SlowWatchMiddleware._acall
-
-
-#: Where the request thread leaves its Sentry isolation scope for the monitor.
-SCOPE_ATTR = "_slowwatch_sentry_scope"
-SPAN_ATTR = "_slowwatch_sentry_span"
-
-
-class SentryScopeMiddleware(SlowWatchMiddleware):
-    """The middleware when a SentryReporter is configured: it also hands the
-    request's Sentry isolation scope to the monitor (a context variable, which
-    only the request's own thread can read), so that events link to its trace."""
-
-    def __call__(self, request: HttpRequest) -> Any:
-        with runtime.errors.guard("reading the Sentry scope"):
-            import sentry_sdk
-
-            vars(request)[SCOPE_ATTR] = sentry_sdk.get_isolation_scope()
-            # The request's transaction when tracing is on: the event's parent span.
-            vars(request)[SPAN_ATTR] = sentry_sdk.get_current_scope().span
-        if self.async_mode:
-            return self._acall(request)
-        return self._call_with_path_rules(request)
-
-
 #: Code of the frames where a request's own stack begins: what lies above
 #: them (the server, Django's handler) is hidden from reports by default.
 BOUNDARY = (
     SERVE_CODE,
-    SlowWatchMiddleware._call_with_path_rules.__code__,
+    SlowWatchMiddleware.__call__.__code__,
     SlowWatchMiddleware._acall.__code__,
-    SentryScopeMiddleware.__call__.__code__,
 )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+__all__ = ["Control", "SlowRequest"]
+
 
 class SlowRequest(models.Model):
     class State(models.TextChoices):
@@ -97,8 +99,9 @@ class SlowRequest(models.Model):
 class Control(models.Model):
     """The one row of runtime control: what the admin's settings page changes.
 
-    Every worker reads it every ``CONTROL_PERIOD`` seconds on its reporter
-    thread and applies it to its middleware; the request path never queries it.
+    Every worker reads it every ``slowwatch.control.PERIOD`` seconds on a thread
+    of its own and applies it to its middleware; the request path never
+    queries it.
     """
 
     paused = models.BooleanField(_("paused"), default=False)

@@ -16,6 +16,8 @@ import os
 
 from django.http import HttpRequest, HttpResponse
 
+__all__ = ["metrics"]
+
 
 def metrics(request: HttpRequest) -> HttpResponse:
     from prometheus_client import (

@@ -9,7 +9,7 @@ import pytest
 from helpers import Collected
 from slowwatch import runtime
 
-SLOWWATCH_THREADS = {"slowwatch-monitor", "slowwatch-reporter"}
+SLOWWATCH_THREADS = {"slowwatch-monitor", "slowwatch-reporter", "slowwatch-control"}
 #: asgiref keeps the executor behind sync_to_async alive on purpose.
 KEPT_BY_DESIGN = ("ThreadPoolExecutor-",)
 
@@ -19,10 +19,12 @@ def no_leaks() -> Iterator[None]:
     """No armed watch, stray thread or queued report outlives a test."""
     before = {t.ident for t in threading.enumerate()}
     yield
-    if runtime._dispatcher is not None:
-        assert runtime._dispatcher.flush(5), "reports still queued after the test"
-    if runtime._watchdog is not None:
-        assert runtime._watchdog.active == {}, "a watch is still armed after the test"
+    queue = runtime.running_dispatcher()
+    if queue is not None:
+        assert queue.flush(5), "reports still queued after the test"
+    watchdog = runtime.running_watchdog()
+    if watchdog is not None:
+        assert watchdog.active == {}, "a watch is still armed after the test"
     stray = [
         t
         for t in threading.enumerate()
@@ -46,8 +48,9 @@ def collected(settings: pytest.FixtureRequest) -> Iterator[type[Collected]]:
     current["REPORTERS"] = ["helpers.Collected", "slowwatch.reporters.LoggingReporter"]
     settings.SLOWWATCH = current  # type: ignore[attr-defined]
     yield Collected
-    if runtime._dispatcher is not None:
-        runtime._dispatcher.flush(5)
+    queue = runtime.running_dispatcher()
+    if queue is not None:
+        queue.flush(5)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 from django.conf import settings
 
 from slowwatch.reporters.base import Reporter
+from slowwatch.reporters.database import DatabaseReporter
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,6 +39,16 @@ class Collected(Reporter):
     def handle(self, report: object) -> None:
         Collected.reports.append(report)
         Collected.arrived.set()
+
+
+class DownDatabaseReporter(DatabaseReporter):
+    """A DatabaseReporter writing to the alias ``down``, which a test points at nothing."""
+
+    alias = "down"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alias = type(self).alias
 
 
 class Server:

@@ -16,7 +16,7 @@ from django.test import Client
 from django.utils import timezone
 
 from helpers import Collected
-from slowwatch import runtime
+from slowwatch import control, runtime
 from slowwatch.models import Control, SlowRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -198,19 +198,19 @@ def test_the_settings_page_pauses_and_retimes_every_worker(
     page = admin.get(url).content.decode()
     assert "THRESHOLD" in page and "Effective configuration" in page
     assert admin.post(url, {"paused": "on", "threshold": ""}).status_code == 302
-    assert Control.objects.get().paused and runtime.control.paused
+    assert Control.objects.get().paused and control.current().paused
     client.get("/sleep/?s=0.4")
     runtime.dispatcher().flush(5)
     assert Collected.reports == []  # paused: not watched
     admin.post(url, {"threshold": "0.1"})
-    assert runtime.control == runtime.ControlState(False, 0.1, runtime.control.changed_at)
+    assert control.current() == control.ControlState(False, 0.1, control.current().changed_at)
     client.get("/sleep/?s=0.2")  # below the settings' 0.3 s, above the override
     runtime.dispatcher().flush(5)
     assert [r.kind for r in Collected.reports] == ["slow", "finished"]
     assert Collected.reports[0].threshold == pytest.approx(0.1)
     assert admin.post(url, {"threshold": "-1"}).context["form"].errors["threshold"]
     admin.post(url, {"threshold": ""})
-    assert runtime.control.threshold is None
+    assert control.current().threshold is None
 
 
 def test_only_a_superuser_changes_the_settings(client: Client) -> None:
@@ -224,5 +224,5 @@ def test_only_a_superuser_changes_the_settings(client: Client) -> None:
 @pytest.fixture(autouse=True)
 def resume() -> Iterator[None]:
     yield
-    runtime.apply_control(runtime.ControlState())
+    control.apply(control.ControlState())
     time.sleep(0)

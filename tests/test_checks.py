@@ -12,7 +12,8 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from slowwatch.checks import check_middleware, check_settings
-from slowwatch.conf import DEFAULTS, Settings, validate
+from slowwatch.conf import DEFAULTS, Settings
+from slowwatch.validation import validate
 
 FIRST = "slowwatch.middleware.SlowWatchMiddleware"
 

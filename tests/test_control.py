@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from helpers import HERE, Server, slow
-from slowwatch.sampler import HOUSEKEEPING_PERIOD
+from slowwatch.control import PERIOD
 
 pytestmark = pytest.mark.server
 
@@ -81,7 +81,7 @@ def test_every_worker_follows_the_control_row_and_stores_its_reports(tmp_path: P
         assert srv.all_reports() == []  # 0.5 s is under the 2 s threshold
 
         set_control(db, paused=False, threshold=0.2)
-        time.sleep(HOUSEKEEPING_PERIOD + 1.5)
+        time.sleep(PERIOD + 1.5)
         pids: set[int] = set()
         for _ in range(5):
             pids |= burst(srv)
@@ -97,7 +97,7 @@ def test_every_worker_follows_the_control_row_and_stores_its_reports(tmp_path: P
         assert {pid for (pid,) in stored} == pids
 
         set_control(db, paused=True, threshold=0.2)
-        time.sleep(HOUSEKEEPING_PERIOD + 1.5)
+        time.sleep(PERIOD + 1.5)
         before = len(srv.all_reports())
         for _ in range(2):
             burst(srv)

@@ -7,8 +7,8 @@ import textwrap
 import threading
 import time
 
-from slowwatch.dispatch import Dispatcher
-from slowwatch.internal import InternalLog
+from slowwatch.core.dispatch import Dispatcher
+from slowwatch.core.errors import InternalLog
 
 
 class FakeClock:
@@ -80,7 +80,7 @@ def test_exit_waits_at_most_two_seconds_for_pending_reports():
         """
         import logging, sys, time
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-        from slowwatch.dispatch import Dispatcher
+        from slowwatch.core.dispatch import Dispatcher
         d = Dispatcher(lambda item: time.sleep(0.5))
         for i in range(20):
             d.submit(i)

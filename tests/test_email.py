@@ -16,8 +16,9 @@ from django.test import Client
 from helpers import Collected
 from mailsink import MailSink, Silent
 from slowwatch import runtime
-from slowwatch.capture import Stack
-from slowwatch.report import RequestInfo, Snapshot, build_report
+from slowwatch.core.frames import Stack
+from slowwatch.core.records import RequestInfo, Snapshot
+from slowwatch.report import build_report
 from slowwatch.reporters import EmailReporter
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from slowwatch.flame import Box, FlameGraph, layout
+from slowwatch.admin.flame import Box, FlameGraph, layout
 
 VIEW = ["/srv/shop/views.py", "report", 48]
 SALES = ["/srv/shop/views.py", "sales_figures", 39]
@@ -267,7 +267,7 @@ def test_ten_thousand_distinct_stacks_respect_max_boxes():
 
 
 def test_past_the_frame_budget_stacks_only_count_in_the_total(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("slowwatch.flame.MAX_FRAMES", 3)
+    monkeypatch.setattr("slowwatch.admin.flame.MAX_FRAMES", 3)
     graph = layout(profile(([VIEW, SALES], 1), ([RENDER, QUERY], 1), ([QUERY], 2)))
     # RENDER's callee and the whole last stack are past the budget.
     assert [(b.function, b.x, b.width) for b in graph.boxes] == [

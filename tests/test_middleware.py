@@ -15,6 +15,7 @@ from django.test import AsyncClient, Client, RequestFactory
 from helpers import HERE, Bare, OuterMiddleware
 from slowwatch import runtime
 from slowwatch.middleware import SlowWatchMiddleware, _past_converter
+from slowwatch.render import text
 from slowwatch.report import Report
 
 pytestmark = pytest.mark.django_db(transaction=False, databases=[])
@@ -56,7 +57,7 @@ def test_the_slow_report_says_what_the_thread_is_doing(collected):
     # A spinning thread may be caught waiting for the GIL the monitor holds:
     # then the snapshot says nothing rather than something wrong.
     assert (spinning.state, spinning.verdict()) in (("cpu", "on CPU"), ("", ""))
-    assert "\nThe thread is sleeping.\n" in sleeping.text()
+    assert "\nThe thread is sleeping.\n" in text(sleeping)
     assert sleeping.to_dict()["verdict"] == "sleeping"
 
 
@@ -143,19 +144,22 @@ def test_url_rules(settings, collected, rules, path, threshold):
 
 
 @pytest.mark.parametrize(
-    ("rules", "served_by"),
+    ("rules", "served_by", "url_names"),
     [
-        ({}, "function"),
-        ({"THRESHOLDS": {"sleep": 0.1}}, "SlowWatchMiddleware"),
-        ({"IGNORE": ["^/static/"]}, "PathRulesMiddleware"),
+        ({}, "function", False),
+        ({"THRESHOLDS": {"sleep": 0.1}}, "SlowWatchMiddleware", True),
+        ({"IGNORE": ["^/static/"]}, "SlowWatchMiddleware", False),
+        ({"REPORTERS": ["slowwatch.reporters.SentryReporter"]}, "SlowWatchMiddleware", False),
     ],
 )
-def test_django_gets_the_cheapest_callable_the_configuration_allows(settings, rules, served_by):
+def test_django_gets_the_cheapest_callable_the_configuration_allows(
+    settings, rules, served_by, url_names
+):
     settings.SLOWWATCH = {**settings.SLOWWATCH, **rules}
     middleware = SlowWatchMiddleware(lambda request: HttpResponse("ok"))
     assert type(middleware).__name__ == served_by
     # Django calls process_view only where URL-name rules need it.
-    assert hasattr(middleware, "process_view") == (served_by == "SlowWatchMiddleware")
+    assert hasattr(middleware, "process_view") == url_names
     assert middleware(RequestFactory().get("/x/")).content == b"ok"
 
 
@@ -282,8 +286,8 @@ def test_the_profile_shows_both_phases_of_a_request(collected):
     [done] = reports(collected, "finished")
     assert done.profile is not None and done.profile.samples > 10
     lines = {line for (_, _, line), _ in done.profile.hottest(5)}
-    text = done.text()
-    assert "# phase one" in text and "# phase two" in text
+    done_text = text(done)
+    assert "# phase one" in done_text and "# phase two" in done_text
     assert len(lines) >= 2
     doc = done.to_dict()
     assert doc["profile"]["samples"] == done.profile.samples
@@ -296,5 +300,5 @@ def test_escalation_points_send_still_slow_reports(settings, collected):
     assert [r.kind for r in got] == ["slow", "still_slow", "still_slow", "finished"]
     assert len({r.id for r in got}) == 1
     assert got[1].elapsed >= 0.6 and got[2].elapsed >= 0.75
-    assert got[1].text().startswith("Still slow: GET /sleep/?s=0.95")
+    assert text(got[1]).startswith("Still slow: GET /sleep/?s=0.95")
     assert got[1].frames[-1].function == "sleep"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from slowwatch.profile import SPEEDSCOPE_SCHEMA, Profile
+from slowwatch.core.export import SPEEDSCOPE_SCHEMA, collapsed, speedscope
+from slowwatch.core.profile import Profile
 
 A = (("app/views.py", "view", 10), ("app/db.py", "query", 20))
 B = (("app/views.py", "view", 12), ("lib/x.py", "spin", 5))
@@ -38,7 +39,7 @@ def test_collapsed_text_is_flamegraph_input():
     for _ in range(3):
         profile.add(A)
     profile.add(B)
-    text = profile.frozen().collapsed()
+    text = collapsed(profile.frozen())
     assert text == (
         "view (app/views.py:10);query (app/db.py:20) 3\n"
         "view (app/views.py:12);spin (lib/x.py:5) 1\n"
@@ -49,7 +50,7 @@ def test_collapsed_text_has_a_byte_cap():
     profile = Profile(interval=0.05, max_samples=100_000)
     for i in range(2000):
         profile.add(((f"app/module_{i}.py", "function_with_a_long_name", i),))
-    text = profile.frozen().collapsed(max_bytes=4096)
+    text = collapsed(profile.frozen(), max_bytes=4096)
     assert len(text.encode()) <= 4096
 
 
@@ -58,7 +59,7 @@ def test_speedscope_document():
     for _ in range(3):
         profile.add(A)
     profile.add(B)
-    doc = json.loads(json.dumps(profile.frozen().speedscope("GET /x")))
+    doc = json.loads(json.dumps(speedscope(profile.frozen(), "GET /x")))
     assert doc["$schema"] == SPEEDSCOPE_SCHEMA
     frames = doc["shared"]["frames"]
     assert [f["name"] for f in frames] == ["view", "query", "view", "spin"]

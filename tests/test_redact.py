@@ -5,7 +5,7 @@ from urllib.parse import quote_plus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slowwatch.redact import MASK, redact_query, redact_url
+from slowwatch.core.redact import MASK, redact_query, redact_url
 
 
 def test_sensitive_values_are_masked_and_the_rest_kept_as_sent():

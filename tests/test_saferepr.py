@@ -18,9 +18,11 @@ from django.views.decorators.debug import sensitive_variables
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slowwatch import runtime, saferepr
-from slowwatch.redact import MASK
-from slowwatch.saferepr import capture_locals, render
+from slowwatch import runtime
+from slowwatch.core import saferepr
+from slowwatch.core.redact import MASK
+from slowwatch.core.saferepr import capture_locals, render
+from slowwatch.render import text
 
 
 class Hostile:
@@ -231,9 +233,9 @@ def test_locals_of_a_slow_view_evaluate_nothing_and_open_no_connection(settings,
     assert shown["password"] == MASK and shown["authorization"] == MASK
     assert shown["next_url"] == f"'/next/?access_token={MASK}&page=2'"
     assert shown["count"] == "42"
-    text = slow.text()
-    assert "canary" not in text.lower()
-    assert "content_types = <django.db.models.query.QuerySet" in text
+    written = text(slow)
+    assert "canary" not in written.lower()
+    assert "content_types = <django.db.models.query.QuerySet" in written
     assert not any(name.startswith("slowwatch") for name in opened_by)
     # Library frames get no locals.
     assert all(f.locals is None for f in slow.frames if "site-packages" in f.filename)

@@ -28,8 +28,9 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 from helpers import Collected
 from sentry_receiver import Receiver
 from slowwatch import runtime
-from slowwatch.capture import Frame, Stack
-from slowwatch.report import Report, RequestInfo, Snapshot, build_report
+from slowwatch.core.frames import Frame, Stack
+from slowwatch.core.records import RequestInfo, Snapshot
+from slowwatch.report import Report, build_report
 from slowwatch.reporters.sentry import SentryReporter
 
 SENTRY = "slowwatch.reporters.SentryReporter"

@@ -22,12 +22,13 @@ from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
-from helpers import Collected
+from helpers import Collected, DownDatabaseReporter
 from slowwatch import runtime
-from slowwatch.capture import Stack
+from slowwatch.core.frames import Stack
+from slowwatch.core.profile import FrozenProfile
+from slowwatch.core.records import Finished, Lost, RequestInfo, Snapshot
 from slowwatch.models import SlowRequest
-from slowwatch.profile import FrozenProfile
-from slowwatch.report import Finished, Lost, RequestInfo, Snapshot, build_report
+from slowwatch.report import build_report
 from slowwatch.reporters import DatabaseReporter
 from slowwatch.reporters.database import fields_of
 from slowwatch.retention import prune
@@ -215,7 +216,7 @@ def extra_alias(django_db_blocker: Any) -> Iterator[Any]:
 
 
 def test_a_database_that_is_down_costs_a_few_retries_then_the_report_is_dropped(
-    client: Client, stored: Any, extra_alias: Any
+    client: Client, stored: Any, extra_alias: Any, settings: Any
 ) -> None:
     down = extra_alias(
         "down",
@@ -226,9 +227,13 @@ def test_a_database_that_is_down_costs_a_few_retries_then_the_report_is_dropped(
         USER="x",
         OPTIONS={"connect_timeout": 1},
     )
-    database = DatabaseReporter()
-    database.alias = down
-    runtime._reporters = [Collected(), database]
+    assert down == DownDatabaseReporter.alias
+    stored.reports = []
+    settings.SLOWWATCH = {
+        **settings.SLOWWATCH,
+        "REPORTERS": ["helpers.Collected", "helpers.DownDatabaseReporter"],
+    }
+    [database] = [r for r in runtime.reporters() if isinstance(r, DownDatabaseReporter)]
     started = time.monotonic()
     response = client.get("/sleep/?s=0.4")
     took = time.monotonic() - started

@@ -9,21 +9,9 @@ import pytest
 from django.test import Client
 
 from slowwatch import runtime
-from slowwatch.capture import Frame
-from slowwatch.threadstate import (
-    CPU,
-    DB,
-    GIL,
-    IO,
-    LOCK,
-    OTHER,
-    SLEEP,
-    SLEEP_CALLS,
-    SYSCALLS,
-    ThreadProbe,
-    classify,
-    verdict,
-)
+from slowwatch.core.frames import Frame
+from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, OTHER, SLEEP, verdict
+from slowwatch.core.threadstate import SLEEP_CALLS, SYSCALLS, ThreadProbe, classify
 
 VIEW = Frame("/app/views.py", 10, "view", "app.views")
 DB_FRAME = Frame("/site/django/db/backends/utils.py", 105, "_execute", "django.db.backends.utils")

@@ -1,9 +1,9 @@
 """The settings page: the effective configuration, this worker's counters, and the switch.
 
 A superuser can pause watching or override the global threshold. The choice
-is stored in the :class:`~slowwatch.models.Control` row; every worker's
-monitor has its reporter thread re-read that row every ``PERIOD`` seconds and
-applies it to its middleware, so nothing is read on the request path.
+is stored in the :class:`~slowwatch.models.Control` row, which every worker
+re-reads every ``PERIOD`` seconds on a thread of its own and applies to its
+middleware (:mod:`slowwatch.control`), so nothing is read on the request path.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from typing import Any
 from django import forms
 from django.http import HttpRequest
 
-from slowwatch import runtime
+from slowwatch import control, runtime
 from slowwatch.conf import settings
 from slowwatch.models import Control
-from slowwatch.sampler import HOUSEKEEPING_PERIOD
 
-PERIOD = HOUSEKEEPING_PERIOD
+PERIOD = control.PERIOD
 
 
 class ControlForm(forms.Form):
@@ -52,24 +51,16 @@ def save(form: ControlForm, request: HttpRequest) -> None:
         },
     )
     # This worker at once; the others at their next refresh.
-    runtime.refresh_control()
+    control.refresh()
 
 
-def describe() -> dict[str, Any]:
+def page_context() -> dict[str, Any]:
     """What the page shows besides the form."""
     row = Control._default_manager.using(settings.database_alias).filter(pk=1).first()
-    queue = runtime._dispatcher
-    counters: dict[str, int] = {}
-    if queue is not None:
-        counters.update({f"queue {k}": v for k, v in sorted(queue.counts.items())})
-    for reporter in runtime._reporters or ():
-        for key, value in sorted(getattr(reporter, "counts", {}).items()):
-            counters[f"{type(reporter).__name__} {key}"] = value
-    counters.update({f"internal error: {k}": v for k, v in sorted(runtime.errors.counts.items())})
     return {
         "control": row,
-        "applied": runtime.control,
+        "applied": control.current(),
         "configuration": sorted(settings.values.items()),
-        "counters": sorted(counters.items()),
+        "counters": sorted(runtime.counters().items()),
         "period": PERIOD,
     }

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from slowwatch.flame import Box, layout
+from slowwatch.admin.flame import Box, layout
+from slowwatch.core.profile import FrozenProfile
+from slowwatch.core.states import label
 from slowwatch.models import SlowRequest
-from slowwatch.profile import FrozenProfile
-from slowwatch.threadstate import LABELS
 
 #: Pixel height of a flame graph row.
 ROW = 18
@@ -73,7 +73,7 @@ def share_bars(obj: SlowRequest) -> list[dict[str, Any]]:
         bars.append(
             {
                 "key": key if key in SHARE_KEYS else "other",
-                "label": LABELS.get(key, key),
+                "label": label(key),
                 "percent": f"{share:.0%}",
                 "x": f"{x * 100:.4f}",
                 "width": f"{share * 100:.4f}",
@@ -121,14 +121,14 @@ FIGURES: tuple[tuple[str, str, Any], ...] = (
 def process_figures(obj: SlowRequest) -> list[tuple[str, str]]:
     figures = obj.process if isinstance(obj.process, dict) else {}
     shown = []
-    for key, label, render in FIGURES:
+    for key, name, render in FIGURES:
         value = figures.get(key)
         if value is None:
             continue
         try:
-            shown.append((label, render(value)))
+            shown.append((name, render(value)))
         except (TypeError, ValueError, KeyError):  # a stored row we do not understand
-            shown.append((label, str(value)))
+            shown.append((name, str(value)))
     return shown
 
 

@@ -26,8 +26,9 @@ from django.utils.timezone import localtime
 
 from slowwatch.admin import control, detail, summary
 from slowwatch.conf import settings
+from slowwatch.core.export import collapsed, speedscope
+from slowwatch.core.profile import FrozenProfile
 from slowwatch.models import SlowRequest
-from slowwatch.profile import FrozenProfile
 
 
 def _percent(value: float | None) -> str:
@@ -202,12 +203,12 @@ class SlowRequestAdmin(_Base):
         profile = FrozenProfile.from_dict(obj.profile)
         name = f"slowwatch-{slugify(obj.endpoint)[:40] or 'request'}-{obj.request_id[:8]}"
         if fmt == "speedscope":
-            body = json.dumps(profile.speedscope(f"{obj.method} {obj.path[:200]}"))
+            body = json.dumps(speedscope(profile, f"{obj.method} {obj.path[:200]}"))
             response = HttpResponse(body, content_type="application/json")
             filename = f"{name}.speedscope.json"
         else:
             response = HttpResponse(
-                profile.collapsed(max_bytes=1 << 24), content_type="text/plain"
+                collapsed(profile, max_bytes=1 << 24), content_type="text/plain"
             )
             filename = f"{name}.collapsed.txt"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -252,7 +253,7 @@ class SlowRequestAdmin(_Base):
             "slowwatch settings",
             form=form,
             can_change=request.user.is_superuser,
-            **control.describe(),
+            **control.page_context(),
         )
         return TemplateResponse(request, "admin/slowwatch/slowrequest/settings.html", context)
 

@@ -1,8 +1,10 @@
-"""The reporter interface."""
+"""The reporter interface: what a custom reporter implements."""
 
 from __future__ import annotations
 
 from slowwatch.report import Report
+
+__all__ = ["Reporter"]
 
 
 class Reporter:
@@ -12,6 +14,13 @@ class Reporter:
     reporter thread, never on a request), but not for long: reports queue up
     behind it. Whatever it raises is logged on ``slowwatch.internal`` at most
     once a minute and does not stop the other reporters.
+
+    A reporter class that needs something from the request's own thread (a
+    context variable, which other threads cannot read) defines a static
+    ``on_request(request)``: the middleware calls it as each request starts,
+    before the watch is filed. It must be quick and may only set attributes on
+    the request; the Sentry reporter hands the request's scope over this way.
+    Configurations without such a reporter pay nothing for it.
     """
 
     def handle(self, report: Report) -> None:

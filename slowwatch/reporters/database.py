@@ -1,5 +1,8 @@
 """DatabaseReporter: one :class:`~slowwatch.models.SlowRequest` row per slow request.
 
+__all__ = ["DatabaseReporter"]
+
+
 The row is created at ``slow`` and updated at each later transition (upsert by
 request id). It runs on the reporter thread only, so its queries are never part
 of a request's transaction. When the reporter's queue runs empty its connection
@@ -22,13 +25,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, IntegrityError, OperationalError, connections
 
 from slowwatch.conf import settings
-from slowwatch.flame import frame_kind
-from slowwatch.internal import InternalLog
+from slowwatch.core.errors import errors
+from slowwatch.core.frames import frame_kind
+from slowwatch.core.states import verdict
 from slowwatch.report import Report
 from slowwatch.reporters.base import Reporter
-from slowwatch.reporters.statements import Statements
+from slowwatch.reporters.db_writes import RowWriter
 from slowwatch.retention import prune
-from slowwatch.threadstate import verdict
 
 #: Seconds to wait before each retry of a failed write (then the report is dropped).
 RETRY_DELAYS = (0.05, 0.25)
@@ -40,8 +43,6 @@ PRUNE_EVERY = 3600.0
 REMEMBERED = 1000
 #: Longest text kept in a column of its own (the JSON keeps what the report has).
 MAX_TEXT = 4000
-
-errors = InternalLog()
 
 
 def _when(timestamp: float) -> datetime:
@@ -169,7 +170,7 @@ class DatabaseReporter(Reporter):
         #: columns that change.
         self._rows: OrderedDict[str, dict[str, Any]] = OrderedDict()
         #: Built for the first connection; rebuilt if the alias is pointed elsewhere.
-        self._statements: Statements | None = None
+        self._writer: RowWriter | None = None
 
     def handle(self, report: Report) -> None:
         try:
@@ -200,12 +201,12 @@ class DatabaseReporter(Reporter):
         # kept for the next report while the alias's CONN_MAX_AGE allows.
         connections[self.alias].close_if_unusable_or_obsolete()
 
-    def _sql(self) -> Statements:
+    def _sql(self) -> RowWriter:
         connection = connections[self.alias]
-        statements = self._statements
-        if statements is None or statements.connection is not connection:
-            statements = self._statements = Statements(self.model, connection)
-        return statements
+        writer = self._writer
+        if writer is None or writer.connection is not connection:
+            writer = self._writer = RowWriter(self.model, connection)
+        return writer
 
     def save(self, report: Report) -> None:
         """One statement per transition: an INSERT at ``slow``, then UPDATEs.
@@ -265,7 +266,7 @@ class DatabaseReporter(Reporter):
             self._remember(report.id, state, timeline, extra, {**known, **_scalars(found)})
 
     def _create(
-        self, sql: Statements, request_id: str, state: str, entry: Any, found: dict[str, Any]
+        self, sql: RowWriter, request_id: str, state: str, entry: Any, found: dict[str, Any]
     ) -> None:
         """INSERT the request's row, and remember it for its next transition."""
         values = {**found, "request_id": request_id, "state": state, "timeline": [entry]}

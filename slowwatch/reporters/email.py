@@ -21,19 +21,21 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 
+from slowwatch import render
+from slowwatch.alerting import CircuitBreaker, Decision, RateLimit
 from slowwatch.conf import settings
-from slowwatch.flame import frame_kind
-from slowwatch.internal import InternalLog
-from slowwatch.limits import CircuitBreaker, Decision, RateLimit
-from slowwatch.process import describe as describe_process
-from slowwatch.report import Report, headline
+from slowwatch.core.errors import errors
+from slowwatch.core.frames import is_project_file
+from slowwatch.render import headline
+from slowwatch.report import Report
 from slowwatch.reporters.base import Reporter
+
+__all__ = ["EmailReporter"]
+
 
 #: Longest subject line, prefix included.
 SUBJECT_MAX = 200
 _TITLES = {"slow": "Slow request", "still_slow": "Still slow", "killed": "Killed"}
-
-errors = InternalLog()
 
 
 def endpoint(report: Report) -> str:
@@ -79,10 +81,10 @@ def compact_traceback(report: Report, keep_inner: int = 2) -> str:
     """The stack for a mail: your frames and the innermost ones; runs of others folded."""
     frames = report.frames
     if not frames:
-        return report.traceback()
+        return render.traceback(report)
     keep = {len(frames) - 1 - i for i in range(keep_inner)}
-    keep |= {i for i, f in enumerate(frames) if frame_kind(f.filename) == "app"}
-    lines = [report.traceback().split("\n", 1)[0]]
+    keep |= {i for i, f in enumerate(frames) if is_project_file(f.filename)}
+    lines = [render.traceback(report).split("\n", 1)[0]]
     folded = 0
     for i, frame in enumerate(frames):
         if i not in keep:
@@ -170,14 +172,14 @@ class EmailReporter(Reporter):
             since = when.strftime("%Y-%m-%d %H:%M:%S UTC")
         return {
             "report": report,
-            "summary": report.summary(),
+            "summary": render.summary(report),
             "verdict": report.verdict(),
-            "sql": report.sql_text().strip("\n"),
-            "hottest": report.hottest(),
+            "sql": render.sql_lines(report).strip("\n"),
+            "hottest": render.hottest(report),
             "traceback": compact_traceback(report),
             "endpoint": endpoint(report),
             "suppressed": decision.suppressed,
             "since": since,
             "link": admin_link(report),
-            "process": describe_process(report.process),
+            "process": render.process_line(report.process),
         }

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from slowwatch.render import text
 from slowwatch.report import Report
 from slowwatch.reporters.base import Reporter
+
+__all__ = ["LoggingReporter"]
+
 
 logger = logging.getLogger("slowwatch.report")
 
@@ -33,4 +37,4 @@ class LoggingReporter(Reporter):
     def handle(self, report: Report) -> None:
         level = LEVELS.get(report.kind, logging.INFO)
         if logger.isEnabledFor(level):
-            logger.log(level, "%s", report.text(), extra={"slowwatch": report.to_dict()})
+            logger.log(level, "%s", text(report), extra={"slowwatch": report.to_dict()})

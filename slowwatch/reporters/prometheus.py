@@ -6,8 +6,9 @@ too, and in its multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) the workers of
 a gunicorn add up. Labels are the route pattern (else the view) and the
 method, never the path: a path is unbounded, a route is not.
 
-slowwatch's own troubles are counted from this worker's counters each time a
-report arrives: reports dropped by reason, and reporter failures.
+slowwatch's own troubles are counted from this worker's counters
+(:func:`slowwatch.runtime.counters`) each time a report arrives: reports
+dropped by reason, and internal errors by where they happened.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from slowwatch import runtime
 from slowwatch.report import Report
 from slowwatch.reporters.base import Reporter
+
+__all__ = ["PrometheusReporter"]
+
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DURATION_BUCKETS = (1, 2.5, 5, 10, 25, 60, 120, 300, 600, 1800)
@@ -107,13 +111,12 @@ class PrometheusReporter(Reporter):
 
     def _sync(self) -> None:
         """Carry this worker's drop and error counters over as deltas."""
-        queue = runtime._dispatcher
-        found = {
-            f"dropped:{key.split(':', 1)[1]}": value
-            for key, value in (queue.counts.items() if queue is not None else ())
-            if key.startswith("dropped:")
-        }
-        found.update({f"error:{key}": value for key, value in runtime.errors.counts.items()})
+        found: dict[str, int] = {}
+        for key, value in runtime.counters().items():
+            if key.startswith("queue dropped:"):
+                found[f"dropped:{key.removeprefix('queue dropped:')}"] = value
+            elif key.startswith("internal error: "):
+                found[f"error:{key.removeprefix('internal error: ')}"] = value
         for key, value in found.items():
             delta = value - self._synced.get(key, 0)
             if delta > 0:

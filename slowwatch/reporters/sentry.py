@@ -32,15 +32,21 @@ from sentry_sdk.integrations.logging import ignore_logger
 from sentry_sdk.scope import Scope, ScopeType, use_isolation_scope, use_scope
 from sentry_sdk.utils import filename_for_module, set_in_app_in_frames
 
+from slowwatch.alerting import CircuitBreaker, Decision, RateLimit
 from slowwatch.conf import settings
-from slowwatch.internal import InternalLog
-from slowwatch.limits import CircuitBreaker, Decision, RateLimit
-from slowwatch.report import Report, headline
+from slowwatch.core.errors import errors
+from slowwatch.core.export import speedscope
+from slowwatch.core.states import label
+from slowwatch.render import headline
+from slowwatch.report import Report
 from slowwatch.reporters.base import Reporter
-from slowwatch.threadstate import LABELS
+from slowwatch.requestinfo import SENTRY_SCOPE_ATTR, SENTRY_SPAN_ATTR
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event
+
+__all__ = ["SentryReporter"]
+
 
 #: Sentry's limit for a tag value; longer ones are dropped by Sentry, not cut.
 TAG_MAX = 200
@@ -69,16 +75,14 @@ LEVELS = {
     "lost": "warning",
 }
 
-errors = InternalLog()
-
 
 def short_verdict(report: Report) -> str:
     """The main thing the request was doing, as a tag: ``in the database``."""
     profile = report.profile
     if profile is not None and profile.states:
         top = max(profile.states, key=lambda item: item[1])[0]
-        return LABELS.get(top, top)
-    return LABELS.get(report.state, report.state)
+        return label(top)
+    return label(report.state)
 
 
 def message(report: Report) -> str:
@@ -316,6 +320,16 @@ class SentryReporter(Reporter):
         # event (and without it, a breadcrumb of nothing new).
         ignore_logger(REPORT_LOGGER)
 
+    @staticmethod
+    def on_request(request: Any) -> None:
+        """On the request's own thread, as it starts: leave its Sentry isolation
+        scope (a context variable, which only that thread can read) and its
+        span on the request, so that the event links to the request's trace."""
+        attributes = vars(request)
+        attributes[SENTRY_SCOPE_ATTR] = sentry_sdk.get_isolation_scope()
+        # The request's transaction when tracing is on: the event's parent span.
+        attributes[SENTRY_SPAN_ATTR] = sentry_sdk.get_current_scope().span
+
     def handle(self, report: Report) -> None:
         if report.kind not in self.kinds:
             return
@@ -351,7 +365,7 @@ class SentryReporter(Reporter):
             use_scope(Scope(ty=ScopeType.CURRENT)) as scope,
         ):
             if report.profile is not None:
-                profile = report.profile.speedscope(f"{report.method} {report.where()}")
+                profile = speedscope(report.profile, f"{report.method} {report.where()}")
                 scope.add_attachment(
                     bytes=json.dumps(profile).encode(),
                     filename=f"slowwatch-{report.id}.speedscope.json",

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from slowwatch.profile import FrozenProfile, Profile
-from slowwatch.threadstate import ThreadProbe
+from slowwatch.core.profile import FrozenProfile, Profile
+from slowwatch.core.threadstate import ThreadProbe
 
 #: A watch: ``[started, threshold, subject, claim, sql]`` for a thread, keyed by
 #: its ident (``sql``: the request's SqlStats once it ran a query);
@@ -27,7 +27,8 @@ class Claim:
     """The monitor's hold on a watch it is reporting, in the watch's claim slot.
 
     Once reported, the monitor keeps sampling the request into ``profile``
-    until the request thread closes the claim (:meth:`Watchdog.settle`), which
+    until the request thread closes the claim
+    (:meth:`~slowwatch.core.watchdog.Watchdog.settle`), which
     freezes the profile into ``final`` for the ``finished`` report.
     """
 

@@ -25,7 +25,10 @@ from typing import Any
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.locmem import LocMemCache
 
-from slowwatch.internal import InternalLog
+from slowwatch.core.errors import InternalLog
+from slowwatch.core.errors import errors as process_errors
+
+__all__ = ["CircuitBreaker", "Decision", "RateLimit"]
 
 #: How long a count of held-back alerts is kept waiting for the next alert.
 DIGEST_TTL = 24 * 3600
@@ -64,7 +67,7 @@ class RateLimit:
         self.per_hour = per_hour
         self.cache_alias = cache_alias
         self._clock = clock
-        self._errors = errors or InternalLog()
+        self._errors = errors or process_errors
         self._fallback = _local(name)
 
     def _cache(self) -> BaseCache:

@@ -1,9 +1,9 @@
 """The DatabaseReporter's INSERT and UPDATEs, built once per connection.
 
-Writing a slow request through the ORM cost more Python than the write itself
-(a model instance, a compiled query, each JSON column encoded by the field):
-these statements go straight to the connection's cursor with the values
-Django would send for each column.
+A report is written in one statement per transition, straight to the
+connection's cursor with the values Django would send for each column: no
+model instance is built and no query is compiled per write, which through the
+ORM were most of a write's cost (docs/performance.rst).
 """
 
 from __future__ import annotations
@@ -46,13 +46,11 @@ def _verbatim(value: Any) -> Any:
     return value
 
 
-class Statements:
+class RowWriter:
     """The reporter's INSERT and UPDATEs for one database connection, built once.
 
     They go straight to the connection's cursor with the values each column
-    takes (as ``Model.save()`` and ``QuerySet.update()`` would send them), so
-    that a write builds no model instance and compiles no query: the ORM's
-    path cost more Python than the write itself.
+    takes (as ``Model.save()`` and ``QuerySet.update()`` would send them).
     """
 
     def __init__(self, model: type[Model], connection: BaseDatabaseWrapper) -> None:

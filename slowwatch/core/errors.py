@@ -2,9 +2,12 @@
 
 Nothing slowwatch does may raise into the host application, and a broken
 reporter must not flood the logs either. Every internal failure goes through
-:class:`InternalLog`, which logs to ``slowwatch.internal`` at most once per
-``interval`` for each (place, error type), with the number suppressed since.
-That logger never feeds a reporter: reports and internal errors stay apart.
+one :class:`InternalLog` per process, :data:`errors`: the watchdog, the
+dispatcher, every reporter and the alert limits report there, so its
+``counts`` (which Prometheus and the admin's settings page show) see every
+failure. It logs to ``slowwatch.internal`` at most once per ``interval`` for
+each (place, error type), with the number suppressed since. That logger never
+feeds a reporter: reports and internal errors stay apart.
 """
 
 from __future__ import annotations
@@ -71,3 +74,8 @@ class InternalLog:
                 return False
             self._last[key] = now
             return True
+
+
+#: The process's internal error log. Components take it as their default; tests
+#: may hand one a log of its own.
+errors = InternalLog()

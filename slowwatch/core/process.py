@@ -1,4 +1,5 @@
-"""Figures about the whole process, from psutil, when a request turns slow."""
+"""Figures about the whole process, from psutil, read on the reporter thread
+when a report is built (:func:`slowwatch.report.build_report`)."""
 
 from __future__ import annotations
 
@@ -80,17 +81,3 @@ def read() -> dict[str, Any]:
     with contextlib.suppress(OSError):  # no load average on this platform
         found["load"] = [round(x, 2) for x in os.getloadavg()]
     return found
-
-
-def describe(found: dict[str, Any]) -> str:
-    """One line: ``RSS 52.1 MB, 12 threads, 33 open files, CPU 85%, load 0.52``."""
-    if not found:
-        return ""
-    parts = [f"RSS {found['rss'] / 1e6:.1f} MB", f"{found['threads']} threads"]
-    if "open_fds" in found:
-        parts.append(f"{found['open_fds']} open files")
-    if found.get("cpu_percent") is not None:
-        parts.append(f"CPU {found['cpu_percent']:.0f}% since the last report")
-    if "load" in found:
-        parts.append(f"load {found['load'][0]}")
-    return ", ".join(parts)

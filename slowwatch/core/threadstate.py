@@ -1,9 +1,9 @@
 """Is the slow request burning CPU, or waiting, and on what?
 
-At every sample the monitor asks two cheap questions about the serving thread:
+At every sample the monitor asks three cheap questions about the serving thread:
 
 * how much CPU it used since the last sample (its own CPU clock, from
-  ``time.pthread_getcpuclockid``: about 0.2 µs);
+  ``time.pthread_getcpuclockid``, which costs no system call);
 * on Linux, which system call it is blocked in, from the thread's procfs
   ``syscall`` entry (``running`` when it is on a CPU);
 * how much CPU the rest of the process used meanwhile: a thread blocked on a
@@ -11,8 +11,8 @@ At every sample the monitor asks two cheap questions about the serving thread:
   lock of its own.
 
 Together with the innermost Python frames (database driver? ``threading``
-lock?) that gives each sample a category. Where neither source exists the
-sample is classified from the frames alone.
+lock?) that gives each sample a state (:mod:`slowwatch.core.states`). Where
+neither source exists the sample is classified from the frames alone.
 """
 
 from __future__ import annotations
@@ -22,20 +22,8 @@ import platform
 import time
 from collections.abc import Sequence
 
-from slowwatch.capture import Frame
-
-CPU, DB, IO, SLEEP, LOCK, GIL, OTHER = "cpu", "db", "io", "sleep", "lock", "gil", "other"
-
-#: How a verdict names each category.
-LABELS = {
-    CPU: "on CPU",
-    DB: "in the database",
-    IO: "waiting on other I/O",
-    SLEEP: "sleeping",
-    LOCK: "waiting on a lock",
-    GIL: "waiting for the GIL",
-    OTHER: "waiting",
-}
+from slowwatch.core.frames import Frame
+from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, OTHER, SLEEP
 
 DB_MODULES = (
     "django.db.backends",
@@ -93,7 +81,7 @@ class ThreadProbe:
                 self.clock = getcpuclockid(thread_id)
             except OSError:
                 self.clock = None
-        # Kept open and re-read with pread: a few µs instead of an open() per sample.
+        # Kept open and re-read with pread: cheaper than an open() per sample.
         self._syscall_fd: int | None = None
         if native_id is not None and SYSCALLS:
             try:
@@ -199,12 +187,3 @@ def classify(
     if syscall in IO_CALLS:
         return IO
     return OTHER
-
-
-def verdict(states: dict[str, float]) -> str:
-    """``"80 % in the database, 20 % on CPU"``, largest share first."""
-    total = sum(states.values())
-    if not total:
-        return ""
-    parts = sorted(states.items(), key=lambda kv: -kv[1])
-    return ", ".join(f"{share / total:.0%} {LABELS.get(name, name)}" for name, share in parts)

@@ -2,13 +2,18 @@
 
 Nothing here keeps a frame: the caller gets strings and ints and the frame
 objects go out of scope when the walk returns. Source lines are *not* read
-here (that is file I/O); :mod:`slowwatch.report` adds them later, on the
-reporter thread.
+here (that is file I/O); :func:`slowwatch.report.build_report` adds them
+later, on the reporter thread.
+
+This module also holds the one answer to "is this file the project's own
+code?" (:func:`frame_kind`), which locals capture, the admin's flame graph
+and the mail's folded stack all ask.
 """
 
 from __future__ import annotations
 
 import sys
+import sysconfig
 from collections.abc import Callable, Collection
 from types import CodeType, CoroutineType, FrameType, GeneratorType
 from typing import NamedTuple
@@ -94,7 +99,7 @@ def sample_key(
     """The cheap walk behind each profile sample.
 
     Returns the stack as ``(filename, function, lineno)`` tuples (outermost
-    first, the same identity as :func:`slowwatch.profile.key_of`), the three
+    first, the same identity as :func:`slowwatch.core.profile.key_of`), the three
     innermost frames in full (what the thread-state classifier looks at), and
     whether the boundary was reached.
     """
@@ -138,3 +143,45 @@ def walk_coroutine(coro: object, boundary: Collection[CodeType] = ()) -> Stack:
         coro = coro.cr_await if isinstance(coro, CoroutineType) else coro.gi_yieldfrom
     truncated = max(0, len(chain) - MAX_FRAMES)
     return Stack(tuple(chain[-MAX_FRAMES:]), hidden, truncated)
+
+
+_STDLIB = tuple(
+    sorted(
+        {
+            sysconfig.get_paths()[name].replace("\\", "/").rstrip("/") + "/"
+            for name in ("stdlib", "platstdlib")
+        }
+    )
+)
+_PACKAGES = tuple(
+    sorted(
+        {
+            sysconfig.get_paths()[name].replace("\\", "/").rstrip("/") + "/"
+            for name in ("purelib", "platlib")
+        }
+    )
+)
+
+
+def frame_kind(filename: str) -> str:
+    """``"app"`` (the project's own code), ``"django"``, ``"lib"`` (another
+    installed package, or code with no file: ``<string>``) or ``"stdlib"``."""
+    path = filename.replace("\\", "/")
+    if path.startswith("<"):
+        return "stdlib" if path.startswith("<frozen ") else "lib"
+    # Installed packages first: a system Python's dist-packages may lie under
+    # the standard library's directory.
+    parts = path.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("site-packages", "dist-packages"):
+            return "django" if parts[i + 1] == "django" and i + 2 < len(parts) else "lib"
+    if path.startswith(_PACKAGES):
+        return "lib"
+    if path.startswith(_STDLIB):
+        return "stdlib"
+    return "app"
+
+
+def is_project_file(filename: str) -> bool:
+    """Code of the project, not of the standard library or an installed package."""
+    return frame_kind(filename) == "app"

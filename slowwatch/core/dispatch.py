@@ -8,7 +8,8 @@ learns a report is missing rather than never hearing of it). Whenever the
 queue runs empty, ``on_idle`` lets reporters release what they hold (a
 database connection). The reporter thread, started on the
 first submit in each process, hands items to ``deliver`` one by one; whatever
-``deliver`` raises is logged through :class:`~slowwatch.internal.InternalLog`.
+``deliver`` raises is logged through the internal error log
+(:mod:`slowwatch.core.errors`).
 At interpreter exit pending items get at most ``exit_timeout`` seconds.
 """
 
@@ -23,7 +24,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from slowwatch.internal import InternalLog
+from slowwatch.core.errors import InternalLog
+from slowwatch.core.errors import errors as process_errors
 
 T = TypeVar("T")
 
@@ -44,7 +46,7 @@ class Dispatcher(Generic[T]):
         self._on_idle = on_idle
         self.maxsize = maxsize
         self.exit_timeout = exit_timeout
-        self._errors = errors or InternalLog()
+        self._errors = errors or process_errors
         #: submitted, delivered, and dropped:<reason>.
         self.counts: Counter[str] = Counter()
         self._atexit_registered = False

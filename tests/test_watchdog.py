@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from slowwatch.report import RequestInfo, Snapshot
-from slowwatch.sampler import Watchdog
+from slowwatch.core.records import RequestInfo, Snapshot
+from slowwatch.core.watchdog import Watchdog
 
 
 class FakeClock:
@@ -39,7 +39,7 @@ def snapshots() -> list[Snapshot]:
 
 @pytest.fixture
 def watchdog(clock: FakeClock, snapshots: list[Snapshot]) -> Iterator[Watchdog]:
-    wd = Watchdog(on_slow=snapshots.append, describe=describe, clock=clock)
+    wd = Watchdog(on_slow=snapshots.append, read_subject=describe, clock=clock)
     # A heartbeat in the far future keeps `arm` from starting the real thread:
     # these tests call poll() themselves.
     wd.stale_at = float("inf")
@@ -168,7 +168,7 @@ def test_a_reused_thread_never_reports_the_previous_request(clock, snapshots):
             swapped.append("/b")
         return RequestInfo("GET", str(subject))
 
-    wd = Watchdog(on_slow=snapshots.append, describe=racing_describe, clock=clock)
+    wd = Watchdog(on_slow=snapshots.append, read_subject=racing_describe, clock=clock)
     wd.stale_at = float("inf")
     wd.arm("/a", 5.0, task=key)
     wd.poll(clock.now)
@@ -210,7 +210,7 @@ def test_real_thread_detects_on_time():
         got.append(snapshot)
         fired.set()
 
-    wd = Watchdog(on_slow=on_slow, describe=describe)
+    wd = Watchdog(on_slow=on_slow, read_subject=describe)
     try:
         wd.require(0.2)
         wd.arm("/real", 0.2)
@@ -231,7 +231,7 @@ def _fork_and_check(wd: Watchdog, got: list[Snapshot], fired: threading.Event) -
         try:
             got.clear()
             fired.clear()
-            wd._lock.acquire(timeout=1) and wd._lock.release()  # fresh, not inherited held
+            wd.lock.acquire(timeout=1) and wd.lock.release()  # fresh, not inherited held
             wd.arm("/child", 0.1)
             if fired.wait(5) and got and got[0].pid == os.getpid() and wd.running:
                 code = 0
@@ -250,7 +250,7 @@ def test_forked_child_gets_its_own_monitor():
         got.append(snapshot)
         fired.set()
 
-    wd = Watchdog(on_slow=on_slow, describe=describe)
+    wd = Watchdog(on_slow=on_slow, read_subject=describe)
     try:
         wd.require(0.1)
         wd.arm("/parent", 0.1)
@@ -260,7 +260,7 @@ def test_forked_child_gets_its_own_monitor():
         holding, release = threading.Event(), threading.Event()
 
         def hold() -> None:
-            with wd._lock:
+            with wd.lock:
                 holding.set()
                 release.wait(10)
 
@@ -318,7 +318,7 @@ def test_a_reported_request_is_sampled_until_it_ends(watchdog, clock, snapshots,
 
 
 def test_sampling_slows_down_past_its_cpu_budget(clock, snapshots, serving):
-    wd = Watchdog(on_slow=snapshots.append, describe=describe, clock=clock, cpu_budget=1e-9)
+    wd = Watchdog(on_slow=snapshots.append, read_subject=describe, clock=clock, cpu_budget=1e-9)
     wd.stale_at = float("inf")
     ready, release = threading.Event(), threading.Event()
     thread = threading.Thread(target=blocked_view, args=(wd, "/x", ready, release))
@@ -332,7 +332,7 @@ def test_sampling_slows_down_past_its_cpu_budget(clock, snapshots, serving):
             wd.poll(clock.now)
         claim = wd.active[thread.ident][3]
         assert claim.profile.throttled
-        assert wd._budget.interval > wd.sample_interval
+        assert wd.sampler.budget.interval > wd.sample_interval
     finally:
         release.set()
         thread.join(5)
@@ -353,4 +353,4 @@ def test_no_file_descriptor_outlives_a_reported_request(watchdog, clock, snapsho
     watchdog.poll(clock.now)  # notices the request ended, closes its probe
     if before is not None:
         assert len(os.listdir("/proc/self/fd")) <= before
-    assert snapshots and watchdog._sampled == {}
+    assert snapshots and watchdog.sampler.sampled == {}

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from slowwatch import capture
-from slowwatch.capture import walk_coroutine, walk_frames
+from slowwatch.core.frames import Stack, walk_coroutine, walk_frames
 
 
 def level_two(ready: threading.Event, release: threading.Event) -> None:
@@ -58,9 +57,9 @@ def test_frames_above_the_boundary_are_hidden_and_counted(parked):
 
 
 def test_deep_stacks_keep_their_innermost_frames(monkeypatch):
-    monkeypatch.setattr(capture, "MAX_FRAMES", 10)
+    monkeypatch.setattr("slowwatch.core.frames.MAX_FRAMES", 10)
 
-    def down(n: int) -> capture.Stack:
+    def down(n: int) -> Stack:
         if n:
             return down(n - 1)
         return walk_frames(sys._getframe())
@@ -95,4 +94,4 @@ def test_a_suspended_coroutine_is_walked_through_its_await_chain():
 
 
 def test_no_frame_means_an_empty_stack():
-    assert walk_frames(None) == capture.Stack((), 0, 0)
+    assert walk_frames(None) == Stack((), 0, 0)

@@ -1,6 +1,6 @@
 """A sampled profile laid out as an icicle flame graph, as plain data for a template.
 
-Reports keep their profile as JSON (see :meth:`slowwatch.profile.FrozenProfile.to_dict`),
+Reports keep their profile as JSON (see :meth:`slowwatch.core.profile.FrozenProfile.to_dict`),
 possibly read back from a database column. :func:`layout` merges its stacks into a
 tree and places one box per call site, in percent of the total width, root row on
 top. It writes no markup: the template draws the SVG and autoescapes every string,
@@ -13,18 +13,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import sysconfig
 import zlib
 from dataclasses import dataclass, field
+
+from slowwatch.core.frames import frame_kind
 
 #: Frames merged into the tree at most; the stacks past it still count in the total.
 MAX_FRAMES = 500_000
 
 _Frame = tuple[str, str, int]
-_STDLIB = tuple(
-    sysconfig.get_paths()[name].replace("\\", "/").rstrip("/") + "/"
-    for name in ("stdlib", "platstdlib")
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,16 +155,3 @@ def _box(
         kind=frame_kind(filename),
         hue=zlib.crc32(key) % 360,
     )
-
-
-def frame_kind(filename: str) -> str:
-    """ "app" (your project), "django", "lib" (other installed packages) or "stdlib"."""
-    # Installed packages first: a virtualenv's site-packages is under "platstdlib".
-    path = filename.replace("\\", "/")
-    parts = path.split("/")
-    for i, part in enumerate(parts[:-1]):
-        if part in ("site-packages", "dist-packages"):
-            return "django" if parts[i + 1] == "django" and i + 2 < len(parts) else "lib"
-    if path.startswith(_STDLIB) or path.startswith("<frozen "):
-        return "stdlib"
-    return "app"

@@ -7,7 +7,7 @@ bounded in length, breadth and depth. Anything else, a QuerySet, a lazy
 object, a model instance, becomes ``<module.Class at 0x...>``: its
 ``__repr__``, ``__str__``, ``__len__``, ``__iter__`` and properties are never
 called, so nothing is evaluated and no query runs. Secrets are masked by name
-(:mod:`slowwatch.redact`), and query strings inside values lose their secret
+(:mod:`slowwatch.core.redact`), and query strings inside values lose their secret
 parameters.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import enum
 import re
-import sysconfig
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from itertools import islice
 from types import FrameType
 from typing import Any
 
-from slowwatch.redact import MASK, is_secret, redact_query
+from slowwatch.core.redact import MASK, is_secret, redact_query
 
 SCALARS = (
     type(None),
@@ -147,20 +146,6 @@ def _sensitive(frame: FrameType) -> bool:
     return hash(f"{code.co_filename}:{code.co_firstlineno}") in (
         coroutine_functions_to_sensitive_variables
     )
-
-
-_LIBRARY_DIRS = tuple(
-    {
-        path
-        for name, path in sysconfig.get_paths().items()
-        if name in ("stdlib", "platstdlib", "purelib", "platlib")
-    }
-)
-
-
-def is_app_file(filename: str) -> bool:
-    """Code of the project, not of the standard library or an installed package."""
-    return not filename.startswith(_LIBRARY_DIRS) and not filename.startswith("<")
 
 
 def capture_locals(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 
-from slowwatch.internal import InternalLog
+from slowwatch.core.errors import InternalLog
 
 
 class FakeClock:

@@ -1,10 +1,11 @@
-"""A slow request's samples, folded into collapsed stacks.
+"""A slow request's samples, folded by stack.
 
 Once a request is reported slow, the monitor samples its stack every
 ``SAMPLE_INTERVAL`` until it ends. Each sample is a tuple of frames (file,
-function, line); identical consecutive samples cost one counter increment.
-The result renders as collapsed-stack text (flamegraph.pl, speedscope's
-import) and as speedscope's own JSON, and tells which frames were hottest.
+function, line); identical stacks cost one counter increment. The frozen
+profile tells which frames were hottest and has a JSON form for storage;
+:mod:`slowwatch.core.export` writes it for other tools (collapsed stacks,
+speedscope).
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from slowwatch.capture import Frame
+from slowwatch.core.frames import Frame
 
 #: A sampled stack, outermost call first: ``(filename, function, lineno)`` per frame.
 Key = tuple[tuple[str, str, int], ...]
-
-SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
 
 def key_of(frames: Iterable[Frame]) -> Key:
@@ -39,7 +38,7 @@ class Profile:
     interval: float
     max_samples: int
     counts: Counter[Key] = field(default_factory=Counter)
-    #: Samples by what the thread was doing (see :mod:`slowwatch.threadstate`).
+    #: Samples by what the thread was doing (see :mod:`slowwatch.core.states`).
     states: Counter[str] = field(default_factory=Counter)
     samples: int = 0
     stride: int = 1
@@ -116,19 +115,6 @@ class FrozenProfile:
             cpu_time=float(cpu_time) if isinstance(cpu_time, (int, float)) else None,
         )
 
-    def collapsed(self, max_bytes: int = 64 * 1024) -> str:
-        """``file:function:line;...;file:function:line count`` lines, hottest first."""
-        lines: list[str] = []
-        size = 0
-        for key, count in self.stacks:
-            line = ";".join(f"{fn} ({_short(path)}:{no})" for path, fn, no in key)
-            line = f"{line} {count}"
-            size += len(line.encode()) + 1
-            if size > max_bytes:
-                break
-            lines.append(line)
-        return "\n".join(lines) + ("\n" if lines else "")
-
     def hottest(self, n: int = 5) -> list[tuple[tuple[str, str, int], float]]:
         """The innermost frames that held most samples, with their share."""
         if not self.samples:
@@ -139,40 +125,6 @@ class FrozenProfile:
                 leaves[key[-1]] += count
         total = sum(leaves.values()) or 1
         return [(frame, count / total) for frame, count in leaves.most_common(n)]
-
-    def speedscope(self, name: str) -> dict[str, Any]:
-        """speedscope's file format: one "sampled" profile, weights in seconds."""
-        index: dict[tuple[str, str, int], int] = {}
-        frames: list[dict[str, Any]] = []
-        samples: list[list[int]] = []
-        weights: list[float] = []
-        for key, count in self.stacks:
-            stack = []
-            for frame in key:
-                if frame not in index:
-                    index[frame] = len(frames)
-                    path, fn, line = frame
-                    frames.append({"name": fn, "file": path, "line": line})
-                stack.append(index[frame])
-            samples.append(stack)
-            weights.append(round(count * self.interval, 6))
-        return {
-            "$schema": SPEEDSCOPE_SCHEMA,
-            "shared": {"frames": frames},
-            "profiles": [
-                {
-                    "type": "sampled",
-                    "name": name,
-                    "unit": "seconds",
-                    "startValue": 0,
-                    "endValue": round(sum(weights), 6),
-                    "samples": samples,
-                    "weights": weights,
-                }
-            ],
-            "name": name,
-            "exporter": "slowwatch",
-        }
 
     def to_dict(self, max_bytes: int = 64 * 1024) -> dict[str, Any]:
         """The JSON form; stacks past ``max_bytes`` of JSON are left out, hottest kept."""
@@ -198,9 +150,3 @@ class FrozenProfile:
             "stacks": stacks,
             "stacks_left_out": len(self.stacks) - len(stacks),
         }
-
-
-def _short(path: str) -> str:
-    # Collapsed stacks read better with the last two path parts.
-    parts = path.replace("\\", "/").rsplit("/", 2)
-    return "/".join(parts[-2:])

@@ -1,0 +1,202 @@
+"""Snapshots: the stacks the monitor takes of due, still-slow and killed requests.
+
+Every function here runs on the thread that takes the snapshot (the monitor,
+or a server's abort hook) and turns live frames into plain records at once:
+a :class:`~slowwatch.core.records.Snapshot` holds strings and numbers, never
+a frame. Whether a due watch is still *the same request* is settled by the
+handshake in :func:`report_due`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import uuid
+from dataclasses import replace
+from threading import get_ident
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from slowwatch.core.frames import Locals, Stack, is_project_file, walk_coroutine, walk_frames
+from slowwatch.core.profile import Profile, key_of
+from slowwatch.core.records import Snapshot
+from slowwatch.core.saferepr import BUDGET as LOCALS_BUDGET
+from slowwatch.core.saferepr import capture_locals as render_locals
+from slowwatch.core.sqlstats import in_flight
+from slowwatch.core.threadstate import ThreadProbe, classify, is_lock_wait
+from slowwatch.core.watch import CLAIM, SQL, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
+
+if TYPE_CHECKING:
+    from slowwatch.core.watchdog import Watchdog
+
+
+def native_id(thread: threading.Thread | None) -> int | None:
+    """The kernel's id of ``thread``. The main thread's is the pid: after a fork
+    (a gunicorn worker) Python can still hold the parent's value."""
+    if thread is None:
+        return None
+    if thread is threading.main_thread():
+        return os.getpid()
+    return thread.native_id
+
+
+def take_stack(
+    wd: Watchdog, key: object, top: FrameType | None, with_locals: bool = False
+) -> Stack:
+    """The request's stack: from ``top`` (its thread's frame), or, for an
+    asyncio task that is not running, from its await chain."""
+    local_values = None
+    if with_locals:
+        deadline = wd.clock() + LOCALS_BUDGET
+
+        def local_values(frame: FrameType) -> Locals | None:
+            if not is_project_file(frame.f_code.co_filename):
+                return None
+            return render_locals(frame, deadline, wd.clock)
+
+    stack = walk_frames(top, wd.boundary, local_values)
+    if not isinstance(key, int) and not stack.hidden:
+        # An asyncio task that is not running right now: its frames are
+        # not on the loop thread's stack, but on its await chain.
+        get_coro = getattr(type(key), "get_coro", None)
+        if get_coro is not None:
+            return walk_coroutine(get_coro(key), wd.boundary)
+    return stack
+
+
+def sql_so_far(watch: Watch, now: float) -> dict[str, Any]:
+    """Queries so far and the one in flight, read from the request thread's stats."""
+    stats = watch[SQL]
+    if stats is None:
+        return {}
+    return {"count": stats.count, "time": stats.time, "in_flight": in_flight(stats, now)}
+
+
+def snapshot(
+    wd: Watchdog,
+    kind: str,
+    claim: Claim,
+    key: object,
+    watch: Watch,
+    stack: Stack,
+    taken: float,
+    wall: float,
+    thread: threading.Thread | None,
+) -> Snapshot:
+    started, threshold = watch[STARTED], watch[THRESHOLD]
+    return Snapshot(
+        kind=kind,
+        report_id=claim.report_id,
+        request=claim.info,
+        pid=wd.pid,
+        thread_id=thread_of(key, watch),
+        thread_name=thread.name if thread is not None else "",
+        started_at=wall - (taken - started),
+        threshold=threshold,
+        elapsed=taken - started,
+        late_by=max(0.0, taken - (started + threshold)) if kind == "slow" else 0.0,
+        stack=stack,
+        sql=sql_so_far(watch, taken),
+    )
+
+
+def capture_due(wd: Watchdog, due: list[tuple[object, Watch]]) -> None:
+    """Snapshot every due watch and hand on those still running."""
+    # One frames dict for the whole batch: with hundreds of watches due at
+    # once, this is what keeps the last one on time.
+    frames = sys._current_frames()
+    taken = wd.clock()
+    wall = wd.wall_clock()
+    try:
+        threads = {t.ident: t for t in threading.enumerate()}
+        for key, watch in due:
+            with wd.errors.guard("capturing a stack"):
+                thread_id = thread_of(key, watch)
+                stack = take_stack(wd, key, frames.get(thread_id), wd.capture_locals)
+                report_due(wd, key, watch, stack, taken, wall, threads.get(thread_id))
+    finally:
+        # Frames keep whole call chains (and their locals) alive.
+        del frames
+
+
+def report_due(
+    wd: Watchdog,
+    key: object,
+    watch: Watch,
+    stack: Stack,
+    taken: float,
+    wall: float,
+    thread: threading.Thread | None,
+) -> None:
+    """Hand a snapshot on, unless its request finished while we looked.
+
+    A Dekker-style handshake with the request thread, which deletes
+    ``active[key]`` and then looks at the watch's claim slot: here we fill
+    the claim slot and then look at ``active[key]``. At least one side sees
+    the other, so either we drop the snapshot or the request thread sees
+    the claim and, through :meth:`Watchdog.settle` and the lock, learns the
+    outcome.
+    """
+    subject = watch[SUBJECT]
+    info = wd.read_subject(subject)
+    report_id = uuid.uuid4().hex
+    with wd.lock:
+        claim = watch[CLAIM] = Claim(watch[STARTED], watch[THRESHOLD])
+        if wd.active.get(key) is not watch or info is None:
+            # Finished while we looked: the stack may be another request's.
+            return
+        claim.reported = True
+        claim.report_id = report_id
+        claim.info = info
+        wd.on_claim(subject, report_id)
+        # From now on the request is sampled until it ends.
+        claim.profile = Profile(wd.sample_interval, wd.max_samples)
+        claim.profile.add(key_of(stack.frames))
+        claim.native_id, claim.sampled_at = native_id(thread), taken
+        # What the thread is doing right now, for alerts that go out at once.
+        claim.probe = ThreadProbe(thread_of(key, watch), claim.native_id)
+        syscall = claim.probe.syscall()
+        state = classify(stack.frames[-3:], syscall, None, 0.0)
+        if syscall == "futex" and state != "db" and not is_lock_wait(stack.frames):
+            # Waiting for the GIL (the monitor holds it right now) or a C-level
+            # lock: one look cannot tell, and the samples will.
+            state = ""
+        wd.sampler.follow(key, watch, claim, taken)
+        found = snapshot(wd, "slow", claim, key, watch, stack, taken, wall, thread)
+        wd.on_slow(replace(found, state=state))
+
+
+def capture_in_flight(wd: Watchdog, kind: str, interrupted: FrameType | None) -> int:
+    """Snapshot every request in flight now as ``kind``; how many were handed on.
+
+    Runs on whatever thread calls it (a server's abort hook). ``interrupted``
+    is the frame a signal handler interrupted: for the calling thread's own
+    request, the stack starts there rather than in the handler.
+    """
+    frames = sys._current_frames()
+    if interrupted is not None:
+        frames[get_ident()] = interrupted
+    taken, wall = wd.clock(), wd.wall_clock()
+    threads = {t.ident: t for t in threading.enumerate()}
+    handed = 0
+    try:
+        for key, watch in list(wd.active.items()):
+            with wd.errors.guard("reporting a request in flight"):
+                thread_id = thread_of(key, watch)
+                claim = watch[CLAIM]
+                if claim is None or not claim.reported:
+                    info = wd.read_subject(watch[SUBJECT])
+                    if info is None:
+                        continue
+                    claim = Claim(watch[STARTED], watch[THRESHOLD], report_id=uuid.uuid4().hex)
+                    claim.info = info
+                elif kind == "killed":
+                    claim.killed = True
+                stack = take_stack(wd, key, frames.get(thread_id))
+                thread = threads.get(thread_id)
+                wd.on_slow(snapshot(wd, kind, claim, key, watch, stack, taken, wall, thread))
+                handed += 1
+    finally:
+        del frames
+    return handed

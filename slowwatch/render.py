@@ -1,0 +1,187 @@
+"""A :class:`~slowwatch.report.Report` as text: for logs, mails and Sentry alike.
+
+Plain functions over the report's data (pyinstrument's renderers are the
+model): the report holds what happened, this module says it. Every piece of
+text taken from a request (path, host, SQL, rendered locals) goes through
+:func:`one_line`, so that it can never start a new log line.
+"""
+
+from __future__ import annotations
+
+import linecache
+import re
+from typing import TYPE_CHECKING, Any
+
+from slowwatch.core.states import verdict
+
+if TYPE_CHECKING:
+    from slowwatch.report import Report
+
+__all__ = [
+    "headline",
+    "hottest",
+    "one_line",
+    "process_line",
+    "sql_lines",
+    "summary",
+    "text",
+    "traceback",
+]
+
+#: Longest path shown in a one-line summary; the JSON keeps the full one.
+SUMMARY_PATH_MAX = 300
+#: Longest SQL statement shown on one line.
+SQL_MAX = 160
+
+#: Characters that must not reach a header or a title (CR, LF and other controls).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """``text`` with CR and LF escaped: paths are attacker-controlled."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def headline(text: str, limit: int) -> str:
+    """``text`` as one line of at most ``limit`` characters: for subjects and titles."""
+    text = _CONTROL.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cut(sql: str, limit: int = SQL_MAX) -> str:
+    sql = one_line(sql)
+    return sql if len(sql) <= limit else sql[: limit - 1] + "…"
+
+
+def summary(report: Report) -> str:
+    """The first line: what, where, how long."""
+    url = one_line(report.url)
+    if len(url) > SUMMARY_PATH_MAX:
+        url = url[: SUMMARY_PATH_MAX - 1] + "…"
+    view = f" ({report.view})" if report.view else ""
+    if report.kind == "lost":
+        return (
+            f"Report lost: the '{report.extra.get('dropped')}' report of {report.method} {url}"
+            f"{view} was dropped ({report.extra.get('reason')})"
+        )
+    if report.kind == "still_slow":
+        return (
+            f"Still slow: {report.method} {url}{view} running for {report.elapsed:.2f} s "
+            f"(threshold {report.threshold:g} s)"
+        )
+    if report.kind == "killed":
+        return (
+            f"Killed: {report.method} {url}{view} was still running after "
+            f"{report.elapsed:.2f} s when its worker was terminated "
+            f"(threshold {report.threshold:g} s)"
+        )
+    if report.kind == "finished":
+        outcome = report.exception or (str(report.status_code) if report.status_code else "?")
+        return (
+            f"Slow request finished: {report.method} {url}{view} -> {outcome} "
+            f"in {report.elapsed:.2f} s (threshold {report.threshold:g} s)"
+        )
+    thread = (
+        f"{report.thread_name} ({report.thread_id})" if report.thread_name else report.thread_id
+    )
+    return (
+        f"Slow request: {report.method} {url}{view} running for {report.elapsed:.2f} s, "
+        f"threshold {report.threshold:g} s, pid {report.pid}, thread {thread}, "
+        f"taken {report.late_by * 1000:.0f} ms after the deadline"
+    )
+
+
+def traceback(report: Report) -> str:
+    """The stack, Python style: oldest call first, the stuck line last."""
+    notes = []
+    if report.hidden_frames:
+        notes.append(f"{report.hidden_frames} server frames above slowwatch hidden")
+    if report.truncated_frames:
+        notes.append(f"{report.truncated_frames} frames cut")
+    head = "Stack of the request (most recent call last"
+    head += f"; {', '.join(notes)}):" if notes else "):"
+    lines = [head]
+    if not report.frames:
+        lines.append("  (no stack: the thread had no Python frame to show)")
+    for frame in report.frames:
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
+        if frame.line:
+            lines.append(f"    {frame.line}")
+        for name, value in frame.locals or ():
+            lines.append(f"      {name} = {one_line(value)}")
+    return "\n".join(lines)
+
+
+def hottest(report: Report, n: int = 5) -> str:
+    """Where the slow part of the request spent its time, from the profile."""
+    profile = report.profile
+    if profile is None or not profile.samples:
+        return ""
+    every = f"every {profile.interval * 1000:g} ms"
+    notes = [f"{profile.samples} samples {every}"]
+    if profile.cpu_time is not None:
+        notes.append(f"{profile.cpu_time:.2f} s of CPU")
+    if profile.decimated:
+        notes.append("thinned out past the sample limit")
+    if profile.throttled:
+        notes.append("sampled less often to stay within the CPU budget")
+    lines = []
+    if profile.states:
+        lines.append(f"Since the threshold: {verdict(dict(profile.states))}.")
+    lines.append(f"Hottest lines since the threshold ({'; '.join(notes)}):")
+    for (filename, function, lineno), share in profile.hottest(n):
+        lines.append(f'  {share:4.0%}  File "{filename}", line {lineno}, in {function}')
+        source = linecache.getline(filename, lineno).strip()
+        if source:
+            lines.append(f"          {source}")
+    return "\n".join(lines)
+
+
+def sql_lines(report: Report) -> str:
+    """Lines about the database, each starting with a newline ("" when none)."""
+    sql = report.sql
+    if not sql or not sql.get("count") and not sql.get("in_flight"):
+        return ""
+    done = "so far" if report.kind != "finished" else "in all"
+    lines = [f"SQL {done}: {sql['count']} queries, {sql['time']:.2f} s"]
+    current = sql.get("in_flight")
+    if current:
+        lines.append(
+            f"In flight: {_cut(current['sql'])} ({current['alias']}) "
+            f"for {current['elapsed']:.1f} s"
+        )
+    for query in sql.get("in_flight_seen", [])[:3]:
+        lines.append(f"Seen in flight for {query['elapsed']:.1f} s: {_cut(query['sql'])}")
+    for query in sql.get("slowest", [])[:3]:
+        lines.append(f"Slowest {query['slowest']:.2f} s: {_cut(query['sql'])}")
+    for query in sql.get("repeated", [])[:3]:
+        lines.append(f"Repeated x{query['count']} (N+1?): {_cut(query['sql'])}")
+    return "".join(f"\n{line}" for line in lines)
+
+
+def process_line(found: dict[str, Any]) -> str:
+    """One line: ``RSS 52.1 MB, 12 threads, 33 open files, CPU 85%, load 0.52``."""
+    if not found:
+        return ""
+    parts = [f"RSS {found['rss'] / 1e6:.1f} MB", f"{found['threads']} threads"]
+    if "open_fds" in found:
+        parts.append(f"{found['open_fds']} open files")
+    if found.get("cpu_percent") is not None:
+        parts.append(f"CPU {found['cpu_percent']:.0f}% since the last report")
+    if "load" in found:
+        parts.append(f"load {found['load'][0]}")
+    return ", ".join(parts)
+
+
+def text(report: Report) -> str:
+    """The whole report as the logging reporter logs it."""
+    if report.kind == "lost":
+        return summary(report)
+    if report.kind != "finished":
+        figures = process_line(report.process)
+        process = f"\nProcess: {figures}" if figures else ""
+        doing = f"\nThe thread is {report.verdict()}." if report.state else ""
+        return f"{summary(report)}{doing}{sql_lines(report)}{process}\n{traceback(report)}"
+    lines = hottest(report)
+    head = summary(report) + sql_lines(report)
+    return f"{head}\n{lines}" if lines else head
