@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import linecache
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from slowwatch.core.states import verdict
 
 if TYPE_CHECKING:
-    from slowwatch.report import Report
+    from slowwatch.report import Report, SourceFrame
 
 __all__ = [
+    "frame_lines",
     "headline",
     "hottest",
     "one_line",
@@ -104,12 +106,19 @@ def traceback(report: Report) -> str:
     if not report.frames:
         lines.append("  (no stack: the thread had no Python frame to show)")
     for frame in report.frames:
-        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
-        if frame.line:
-            lines.append(f"    {frame.line}")
-        for name, value in frame.locals or ():
-            lines.append(f"      {name} = {one_line(value)}")
+        lines += frame_lines(frame)
     return "\n".join(lines)
+
+
+def frame_lines(frame: SourceFrame, value: Callable[[str], str] = one_line) -> list[str]:
+    """One frame as a Python traceback shows it, with its locals (``value`` makes
+    each rendered local one line)."""
+    lines = [f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}']
+    if frame.line:
+        lines.append(f"    {frame.line}")
+    for name, shown in frame.locals or ():
+        lines.append(f"      {name} = {value(shown)}")
+    return lines
 
 
 def hottest(report: Report, n: int = 5) -> str:

@@ -19,13 +19,13 @@ import atexit
 import os
 import threading
 import time
-import weakref
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from slowwatch.core.errors import InternalLog
 from slowwatch.core.errors import errors as process_errors
+from slowwatch.core.forks import reset_in_child
 
 T = TypeVar("T")
 
@@ -51,14 +51,7 @@ class Dispatcher(Generic[T]):
         self.counts: Counter[str] = Counter()
         self._atexit_registered = False
         self._reset()
-        ref = weakref.WeakMethod(self._reset)
-
-        def after_fork() -> None:
-            method = ref()
-            if method is not None:
-                method()
-
-        os.register_at_fork(after_in_child=after_fork)
+        reset_in_child(self._reset)
 
     def _reset(self) -> None:
         self._pid = os.getpid()

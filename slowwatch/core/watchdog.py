@@ -35,7 +35,6 @@ import itertools
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from threading import get_ident
 from types import CodeType, FrameType
@@ -44,6 +43,7 @@ from typing import Any
 from slowwatch.core import snapshots
 from slowwatch.core.errors import InternalLog
 from slowwatch.core.errors import errors as process_errors
+from slowwatch.core.forks import reset_in_child
 from slowwatch.core.records import Snapshot
 from slowwatch.core.sampling import Sampler
 from slowwatch.core.watch import CLAIM, STARTED, SUBJECT, THRESHOLD, Claim, Watch
@@ -113,16 +113,9 @@ class Watchdog:
         self.housekeeping: Callable[[], object] | None = None
         self.housekeeping_period = HOUSEKEEPING_PERIOD
         self._reset()
-        ref = weakref.WeakMethod(self._reset)
-
-        def after_fork() -> None:
-            method = ref()
-            if method is not None:
-                method()
-
         # A child must not inherit our lock held or our (dead) thread; uWSGI
         # without fork hooks is caught by the heartbeat check instead.
-        os.register_at_fork(after_in_child=after_fork)
+        reset_in_child(self._reset)
 
     def configure(
         self,

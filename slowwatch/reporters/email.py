@@ -93,11 +93,7 @@ def compact_traceback(report: Report, keep_inner: int = 2) -> str:
         if folded:
             lines.append(f"  ... {folded} library frame{'s' if folded > 1 else ''} ...")
             folded = 0
-        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
-        if frame.line:
-            lines.append(f"    {frame.line}")
-        for name, value in frame.locals or ():
-            lines.append(f"      {name} = {headline(value, 500)}")
+        lines += render.frame_lines(frame, lambda value: headline(value, 500))
     return "\n".join(lines)
 
 
