@@ -21,7 +21,9 @@ MIDDLEWARE_PATH = "slowwatch.middleware.SlowWatchMiddleware"
 
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     return [
-        Error(problem.msg, hint=problem.hint or None, id=problem.id)
+        (Error if problem.is_error else Warning)(
+            problem.msg, hint=problem.hint or None, id=problem.id
+        )
         for problem in validate(raw_setting())
     ]
 

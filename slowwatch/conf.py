@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-__all__ = ["DEFAULTS", "EXEMPT", "Rules", "Settings", "settings"]
+__all__ = ["DEFAULTS", "EXEMPT", "MIN_THRESHOLD", "Rules", "Settings", "settings"]
 
 
 DEFAULTS: dict[str, Any] = {
@@ -95,12 +95,29 @@ def is_path_pattern(key: object) -> bool:
     return isinstance(key, re.Pattern) or (isinstance(key, str) and key[:1] in ("^", "/"))
 
 
+#: The smallest threshold: the monitor looks twice per threshold, and a
+#: request this short is not worth a report.
+MIN_THRESHOLD = 0.01
+#: Below this a threshold is allowed, but reports nearly every request.
+LOW_THRESHOLD = 0.1
+
+
 def positive_seconds(value: object) -> float | None:
     """``value`` as seconds, or None when it is not a positive, finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         return None
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float: 10**400
+        return None
     return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
+def threshold_seconds(value: object) -> float | None:
+    """``value`` as a threshold, or None when it is not a number of at least
+    :data:`MIN_THRESHOLD` seconds."""
+    seconds = positive_seconds(value)
+    return seconds if seconds is not None and seconds >= MIN_THRESHOLD else None
 
 
 def _compile(key: str | re.Pattern[str]) -> re.Pattern[str]:
@@ -133,7 +150,7 @@ class Settings:
             from slowwatch.validation import validate
 
             raw = raw_setting()
-            problems = validate(raw)
+            problems = [p for p in validate(raw) if p.is_error]
             if problems:
                 lines = "\n".join(f"  {p.id}: {p.msg}" for p in problems)
                 raise ImproperlyConfigured(f"Invalid SLOWWATCH setting:\n{lines}")

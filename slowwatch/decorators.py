@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 
-from slowwatch.conf import EXEMPT, positive_seconds
+from slowwatch.conf import EXEMPT, MIN_THRESHOLD, threshold_seconds
 from slowwatch.middleware import apply_rule
 
 __all__ = ["slowwatch_exempt", "slowwatch_threshold"]
@@ -60,10 +60,11 @@ def _wrap_view(view: V, rule: float | str) -> V:
 
 def slowwatch_threshold(seconds: float) -> Callable[[V], V]:
     """Report this view when it runs longer than ``seconds``."""
-    value = positive_seconds(seconds)
+    value = threshold_seconds(seconds)
     if value is None:
         raise ImproperlyConfigured(
-            f"slowwatch_threshold() needs a positive number of seconds, not {seconds!r}."
+            f"slowwatch_threshold() needs a number of seconds, at least {MIN_THRESHOLD:g}, "
+            f"not {seconds!r}."
         )
 
     def decorator(view: V) -> V:

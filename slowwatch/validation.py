@@ -19,10 +19,13 @@ from slowwatch.conf import (
     ALERT_KINDS,
     DEFAULTS,
     EMAIL_DEFAULTS,
+    LOW_THRESHOLD,
+    MIN_THRESHOLD,
     RETENTION_KEYS,
     SENTRY_DEFAULTS,
     is_path_pattern,
     positive_seconds,
+    threshold_seconds,
 )
 
 __all__ = ["Problem", "validate"]
@@ -33,6 +36,11 @@ class Problem:
     id: str
     msg: str
     hint: str = ""
+
+    @property
+    def is_error(self) -> bool:
+        """``slowwatch.E…`` refuses the setting; ``slowwatch.W…`` only warns."""
+        return ".E" in self.id
 
 
 def _check_pattern(key: object, where: str) -> list[Problem]:
@@ -48,6 +56,31 @@ def _check_pattern(key: object, where: str) -> list[Problem]:
                     "start of request.path_info.",
                 )
             ]
+    return []
+
+
+def _check_threshold(value: object, name: str, error_id: str) -> list[Problem]:
+    """E004/E005 for a threshold that is not a number of seconds (or absurdly
+    small); W002 for one so small that nearly every request is reported."""
+    seconds = threshold_seconds(value)
+    if seconds is None:
+        return [
+            Problem(
+                f"slowwatch.{error_id}",
+                f"{name} must be a finite number of seconds, at least {MIN_THRESHOLD:g}, "
+                f"not {value!r}.",
+                "Use an int, float or Decimal such as 25 or 2.5. To stop watching a URL, "
+                "list it in SLOWWATCH['IGNORE'].",
+            )
+        ]
+    if seconds < LOW_THRESHOLD:
+        return [
+            Problem(
+                "slowwatch.W002",
+                f"{name} is {seconds:g} s: nearly every request will be reported.",
+                f"Thresholds below {LOW_THRESHOLD:g} s suit a test, not production.",
+            )
+        ]
     return []
 
 
@@ -79,15 +112,8 @@ def validate(raw: object) -> list[Problem]:
                     f"SLOWWATCH[{key!r}] must be True or False, not {raw[key]!r}.",
                 )
             )
-    if "THRESHOLD" in raw and positive_seconds(raw["THRESHOLD"]) is None:
-        problems.append(
-            Problem(
-                "slowwatch.E004",
-                f"SLOWWATCH['THRESHOLD'] must be a positive number of seconds, "
-                f"not {raw['THRESHOLD']!r}.",
-                "Use an int, float or Decimal greater than 0, such as 25 or 2.5.",
-            )
-        )
+    if "THRESHOLD" in raw:
+        problems += _check_threshold(raw["THRESHOLD"], "SLOWWATCH['THRESHOLD']", "E004")
     problems += _validate_thresholds(raw.get("THRESHOLDS", {}))
     problems += _validate_ignore(raw.get("IGNORE", []))
     problems += _validate_reporters(raw.get("REPORTERS", DEFAULTS["REPORTERS"]))
@@ -98,12 +124,12 @@ def validate(raw: object) -> list[Problem]:
                 Problem(problem_id, f"SLOWWATCH[{key!r}] must be a positive int, not {size!r}.")
             )
     interval = positive_seconds(raw.get("SAMPLE_INTERVAL", DEFAULTS["SAMPLE_INTERVAL"]))
-    if interval is None or interval > 10:
+    if interval is None or not 0.001 <= interval <= 10:
         problems.append(
             Problem(
                 "slowwatch.E011",
-                "SLOWWATCH['SAMPLE_INTERVAL'] must be a number of seconds above 0 and at "
-                f"most 10, not {raw.get('SAMPLE_INTERVAL')!r}.",
+                "SLOWWATCH['SAMPLE_INTERVAL'] must be a number of seconds from 0.001 "
+                f"to 10, not {raw.get('SAMPLE_INTERVAL')!r}.",
                 "The default, 0.05, samples a slow request 20 times a second.",
             )
         )
@@ -235,16 +261,8 @@ def _validate_thresholds(value: object) -> list[Problem]:
                     f"SLOWWATCH['THRESHOLDS'] key {key!r} is not a URL name or path regex.",
                 )
             )
-        elif positive_seconds(seconds) is None:
-            problems.append(
-                Problem(
-                    "slowwatch.E005",
-                    f"SLOWWATCH['THRESHOLDS'][{key!r}] must be a positive number of "
-                    f"seconds, not {seconds!r}.",
-                    "To stop watching a URL, list it in SLOWWATCH['IGNORE'] instead.",
-                )
-            )
         else:
+            problems += _check_threshold(seconds, f"SLOWWATCH['THRESHOLDS'][{key!r}]", "E005")
             problems += _check_pattern(key, "THRESHOLDS")
     return problems
 
@@ -285,11 +303,14 @@ def _validate_reporters(value: object) -> list[Problem]:
     for path in value:
         try:
             import_string(path)
-        except ImportError as exc:
+        except Exception as exc:
+            # Whatever the module raises at import (a SyntaxError too) is the
+            # user's to fix, not a reason for django.setup() to fail.
             problems.append(
                 Problem(
                     "slowwatch.E009",
-                    f"SLOWWATCH['REPORTERS'] entry {path!r} cannot be imported: {exc}.",
+                    f"SLOWWATCH['REPORTERS'] entry {path!r} cannot be imported: "
+                    f"{type(exc).__name__}: {exc}.",
                     "Check the dotted path, and that the reporter's extra is installed.",
                 )
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from decimal import Decimal
 
 import pytest
@@ -38,6 +39,12 @@ def ids(value: object) -> list[str]:
         ({"THRESHOLD": float("inf")}, ["slowwatch.E004"]),
         ({"THRESHOLD": "2.5"}, ["slowwatch.E004"]),
         ({"THRESHOLD": True}, ["slowwatch.E004"]),
+        ({"THRESHOLD": 10**400}, ["slowwatch.E004"]),
+        ({"THRESHOLD": 1e-300}, ["slowwatch.E004"]),
+        ({"THRESHOLD": 0.05}, ["slowwatch.W002"]),
+        ({"THRESHOLDS": {"x": 0.001}}, ["slowwatch.E005"]),
+        ({"THRESHOLDS": {"^/api/": 0.02}}, ["slowwatch.W002"]),
+        ({"SAMPLE_INTERVAL": 1e-9}, ["slowwatch.E011"]),
         ({"THRESHOLDS": ["x"]}, ["slowwatch.E005"]),
         ({"THRESHOLDS": {"x": 0}}, ["slowwatch.E005"]),
         ({"THRESHOLDS": {3: 1}}, ["slowwatch.E005"]),
@@ -93,7 +100,7 @@ def test_check_function_reports_errors_with_hints(settings):
     settings.SLOWWATCH = {"THRESHOLD": 0}
     [error] = check_settings(None)
     assert error.id == "slowwatch.E004" and error.is_serious()
-    assert "positive number" in error.msg and error.hint
+    assert "finite number of seconds" in error.msg and error.hint
 
 
 @pytest.mark.parametrize(
@@ -143,3 +150,27 @@ def test_settings_object_follows_override_settings():
     with override_settings(SLOWWATCH={"THRESHOLD": 7}):
         assert shared.threshold == 7.0
     assert shared.threshold == 0.3
+
+
+def test_a_low_threshold_only_warns(settings):
+    settings.SLOWWATCH = {"THRESHOLD": 0.05}
+    [warning] = check_settings(None)
+    assert warning.id == "slowwatch.W002" and not warning.is_serious()
+    assert Settings().threshold == 0.05  # the worker accepts it
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["raise RuntimeError('no config here')\n", "def broken(:\n", "import no_such_module_x\n"],
+)
+def test_a_reporter_module_that_fails_to_import_is_e009_not_a_crash(
+    settings, tmp_path, monkeypatch, source
+):
+    (tmp_path / "bad_reporter_module.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "bad_reporter_module", raising=False)
+    settings.SLOWWATCH = {"REPORTERS": ["bad_reporter_module.Reporter"]}
+    [error] = check_settings(None)
+    assert error.id == "slowwatch.E009" and "bad_reporter_module" in error.msg
+    with pytest.raises(SystemCheckError, match="slowwatch.E009"):
+        call_command("check")
