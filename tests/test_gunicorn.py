@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -139,12 +140,20 @@ def test_a_request_killed_by_the_worker_timeout_is_reported_killed(tmp_path):
 
 @needs_postgres
 def test_a_query_waiting_in_postgresql_is_in_flight(server):
+    # The worker's first query imports the backend and connects: on a busy
+    # machine that alone can outlast the threshold, before any query runs.
+    # (That first request may be reported slow too: only the second counts.)
+    assert server.get("/pg-sleep/?s=0")[0] == 200
     assert server.get("/pg-sleep/?s=1.2")[0] == 200
-    [report] = server.reports(1, slow("slow"))
+
+    def waiting(kind: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda r: slow(kind)(r) and r["slowwatch"]["request"]["url"].endswith("1.2")
+
+    [report] = server.reports(1, waiting("slow"))
     doc = report["slowwatch"]
     assert doc["sql"]["in_flight"]["sql"] == "SELECT pg_sleep(?)"
     assert "In flight: SELECT pg_sleep(?) (pg)" in report["message"]
-    [done] = server.reports(1, slow("finished"))
+    [done] = server.reports(1, waiting("finished"))
     states = done["slowwatch"]["profile"]["states"]
     assert max(states, key=states.__getitem__) == "db"
 
@@ -172,6 +181,8 @@ def test_each_kind_of_slow_gets_its_line_and_verdict(server):
         if line is not None:
             assert frames[-1]["line"] == line
         states = doc["profile"]["states"]
-        assert max(states, key=states.__getitem__) == state, (url, states)
+        top = max(states, key=states.__getitem__)
+        # A spinning thread is on a CPU, or, on a busy machine, waiting for one.
+        assert top in ({"cpu", "runnable"} if state == "cpu" else {state}), (url, states)
     sql = first["/slow-sql/?rows=3000000"]["sql"]["in_flight"]
     assert sql["sql"].startswith("WITH RECURSIVE n(i) AS")

@@ -10,7 +10,7 @@ from django.test import Client
 
 from slowwatch import runtime
 from slowwatch.core.frames import Frame
-from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, OTHER, SLEEP, verdict
+from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, OTHER, RUNNABLE, SLEEP, verdict
 from slowwatch.core.threadstate import SLEEP_CALLS, SYSCALLS, ThreadProbe, classify
 
 VIEW = Frame("/app/views.py", 10, "view", "app.views")
@@ -36,10 +36,25 @@ LOCK_FRAME = Frame("/usr/lib/python3/threading.py", 320, "Condition.wait", "thre
         ([VIEW], None, 0.049, None, CPU),  # no procfs: the CPU clock decides
         ([VIEW], None, 0.0, None, OTHER),
         ([VIEW, LOCK_FRAME], None, 0.0, None, LOCK),
+        ([VIEW], "running", 0.01, 0.0, RUNNABLE),  # ready to run, but given little CPU
     ],
 )
 def test_classify(frames, syscall, cpu, others, expected):
     assert classify(frames, syscall, cpu, 0.05, others) == expected
+
+
+@pytest.mark.parametrize(
+    ("syscall", "cpu", "queued", "expected"),
+    [
+        ("running", 0.015, 0.035, RUNNABLE),  # a spinner on a saturated host
+        ("futex", 0.01, 0.03, RUNNABLE),  # caught at the GIL, but mostly in the run queue
+        ("nanosleep", 0.0, 0.001, SLEEP),  # woke up once, slept the rest
+        ("running", 0.04, 0.01, CPU),
+        ("recvfrom", 0.005, 0.005, IO),
+    ],
+)
+def test_the_run_queue_tells_waiting_for_a_cpu(syscall, cpu, queued, expected):
+    assert classify([VIEW], syscall, cpu, 0.05, 0.0, queued) == expected
 
 
 def test_verdict_orders_shares():
@@ -67,7 +82,7 @@ def test_probe_of_a_real_sleeping_and_a_real_spinning_thread():
         time.sleep(0.2)
         assert asleep.sample([LOCK_FRAME], 0.2) == LOCK
         busy_states = {busy.sample([VIEW], 0.2) for _ in range(5)}
-        assert CPU in busy_states or GIL in busy_states
+        assert busy_states & {CPU, GIL, RUNNABLE}, busy_states
         assert busy.cpu_total > asleep.cpu_total
     finally:
         stop.set()
@@ -75,8 +90,12 @@ def test_probe_of_a_real_sleeping_and_a_real_spinning_thread():
         spinner.join(5)
 
 
+#: A spinning thread is on a CPU, or (when the machine is busy) waiting for one.
+CPU_BOUND = {CPU, RUNNABLE}
+
+
 def finished(collected):
-    runtime.dispatcher().flush(5)
+    runtime.flush(5)
     return [r for r in collected.reports if r.kind == "finished"]
 
 
@@ -84,7 +103,7 @@ def finished(collected):
     ("path", "state"),
     [
         ("/sleep/?s=1", SLEEP),
-        ("/cpu/?s=1", CPU),
+        ("/cpu/?s=1", CPU),  # or RUNNABLE on a busy machine: see CPU_BOUND
         ("/locked/?s=1", LOCK),
         ("/slow-sql/?rows=3000000", DB),
     ],
@@ -95,7 +114,8 @@ def test_each_kind_of_slow_gets_its_verdict(collected, path, state):
     [done] = finished(collected)
     assert done.profile is not None
     states = dict(done.profile.states)
-    assert max(states, key=states.__getitem__) == state, states
+    top = max(states, key=states.__getitem__)
+    assert top in CPU_BOUND if state == CPU else top == state, states
     assert done.profile.cpu_time is not None
 
 

@@ -17,7 +17,7 @@ from slowwatch.models import SlowRequest
 #: Pixel height of a flame graph row.
 ROW = 18
 #: Colours of the verdict bar, by state; anything else counts as "waiting".
-SHARE_KEYS = ("cpu", "db", "io", "sleep", "lock", "gil")
+SHARE_KEYS = ("cpu", "db", "io", "sleep", "lock", "gil", "runnable")
 
 
 def _fill(box: Box) -> str:

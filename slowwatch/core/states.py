@@ -9,6 +9,9 @@ shares, and every sink (log text, mail, Sentry, the admin) names them with
 from __future__ import annotations
 
 CPU, DB, IO, SLEEP, LOCK, GIL, OTHER = "cpu", "db", "io", "sleep", "lock", "gil", "other"
+#: Ready to run but not running: the host's CPUs are all busy. Not a wait on
+#: I/O, and ops act on it differently (a saturated host, not a slow service).
+RUNNABLE = "runnable"
 
 #: How a verdict names each state.
 LABELS = {
@@ -18,6 +21,7 @@ LABELS = {
     SLEEP: "sleeping",
     LOCK: "waiting on a lock",
     GIL: "waiting for the GIL",
+    RUNNABLE: "waiting for a CPU",
     OTHER: "waiting",
 }
 

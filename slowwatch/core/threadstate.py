@@ -1,6 +1,6 @@
 """Is the slow request burning CPU, or waiting, and on what?
 
-At every sample the monitor asks three cheap questions about the serving thread:
+At every sample the monitor asks a few cheap questions about the serving thread:
 
 * how much CPU it used since the last sample (its own CPU clock, from
   ``time.pthread_getcpuclockid``, which costs no system call);
@@ -8,7 +8,10 @@ At every sample the monitor asks three cheap questions about the serving thread:
   ``syscall`` entry (``running`` when it is on a CPU);
 * how much CPU the rest of the process used meanwhile: a thread blocked on a
   futex while the others keep a core busy is waiting for the GIL, not for a
-  lock of its own.
+  lock of its own;
+* on Linux, how long it waited in the run queue (procfs ``schedstat``): a
+  thread ready to run that gets no CPU is waiting for one, because the host
+  is saturated, and that is no wait on I/O.
 
 Together with the innermost Python frames (database driver? ``threading``
 lock?) that gives each sample a state (:mod:`slowwatch.core.states`). Where
@@ -23,7 +26,7 @@ import time
 from collections.abc import Sequence
 
 from slowwatch.core.frames import Frame
-from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, OTHER, SLEEP
+from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, OTHER, RUNNABLE, SLEEP
 
 DB_MODULES = (
     "django.db.backends",
@@ -70,6 +73,14 @@ IO_CALLS = {"read", "poll", "select", "connect", "accept", "accept4", "sendto", 
 IO_CALLS |= {"recvmsg", "epoll_wait", "epoll_pwait", "pselect6", "ppoll", "wait4"}
 
 
+def _open(path: str) -> int | None:
+    """A procfs entry kept open and re-read with pread: cheaper than an open() per sample."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+
+
 class ThreadProbe:
     """Per-thread CPU clock and procfs entry of one serving thread."""
 
@@ -81,15 +92,17 @@ class ThreadProbe:
                 self.clock = getcpuclockid(thread_id)
             except OSError:
                 self.clock = None
-        # Kept open and re-read with pread: cheaper than an open() per sample.
         self._syscall_fd: int | None = None
+        self._schedstat_fd: int | None = None
         if native_id is not None and SYSCALLS:
-            try:
-                self._syscall_fd = os.open(f"/proc/self/task/{native_id}/syscall", os.O_RDONLY)
-            except OSError:
-                self._syscall_fd = None
+            self._syscall_fd = _open(f"/proc/self/task/{native_id}/syscall")
+        if native_id is not None:
+            self._schedstat_fd = _open(f"/proc/self/task/{native_id}/schedstat")
         self.cpu_total = 0.0
+        #: Seconds spent ready to run but not running, since the threshold.
+        self.queued_total = 0.0
         self._last_cpu = self.cpu()
+        self._last_queued = self.queued()
         self._last_process = time.process_time()
 
     def cpu(self) -> float | None:
@@ -99,6 +112,19 @@ class ThreadProbe:
             return time.clock_gettime(self.clock)
         except OSError:  # the thread is gone
             self.clock = None
+            return None
+
+    def queued(self) -> float | None:
+        """Seconds the thread has waited in the run queue so far (Linux), else None."""
+        fd = self._schedstat_fd
+        if fd is None:
+            return None
+        try:
+            # "<ns on CPU> <ns waiting in the run queue> <time slices>"
+            return int(os.pread(fd, 64, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            self._schedstat_fd = None
+            os.close(fd)
             return None
 
     def syscall(self) -> str | None:
@@ -125,22 +151,27 @@ class ThreadProbe:
         return name
 
     def close(self) -> None:
-        fd, self._syscall_fd = self._syscall_fd, None
-        if fd is not None:
-            os.close(fd)
+        for fd in (self._syscall_fd, self._schedstat_fd):
+            if fd is not None:
+                os.close(fd)
+        self._syscall_fd = self._schedstat_fd = None
 
     def sample(self, frames: Sequence[Frame], wall_delta: float) -> str:
         """The category of this sample; also adds to :attr:`cpu_total`."""
-        now, process = self.cpu(), time.process_time()
+        now, process, queued = self.cpu(), time.process_time(), self.queued()
         cpu_delta = None
         if now is not None and self._last_cpu is not None:
             cpu_delta = max(0.0, now - self._last_cpu)
             self.cpu_total += cpu_delta
+        queued_delta = None
+        if queued is not None and self._last_queued is not None:
+            queued_delta = max(0.0, queued - self._last_queued)
+            self.queued_total += queued_delta
         others = None
         if wall_delta > 0:
             others = (process - self._last_process - (cpu_delta or 0.0)) / wall_delta
-        self._last_cpu, self._last_process = now, process
-        return classify(frames, self.syscall(), cpu_delta, wall_delta, others)
+        self._last_cpu, self._last_process, self._last_queued = now, process, queued
+        return classify(frames, self.syscall(), cpu_delta, wall_delta, others, queued_delta)
 
 
 def _in(module: str, prefixes: tuple[str, ...]) -> bool:
@@ -158,11 +189,13 @@ def classify(
     cpu_delta: float | None,
     wall_delta: float,
     others: float | None = None,
+    queued: float | None = None,
 ) -> str:
-    """The category of one sample.
+    """The state of one sample.
 
     ``others`` is the CPU the rest of the process used over the interval, in
-    cores (None when unknown).
+    cores, and ``queued`` the seconds the thread waited in the run queue over
+    it (None when unknown).
     """
     top = frames[-3:]
     if any(_in(f.module, DB_MODULES) for f in top):
@@ -174,6 +207,9 @@ def classify(
     if cpu_delta is not None and wall_delta > 0:
         if cpu_delta > wall_delta / 2:
             return CPU
+        if queued is not None and queued > wall_delta / 4 and cpu_delta + queued > wall_delta / 2:
+            # Ready to run for most of the interval, but on a CPU for less of it.
+            return RUNNABLE
     elif syscall == "running":
         return CPU
     if syscall in SLEEP_CALLS:
@@ -186,4 +222,7 @@ def classify(
         return GIL if others is not None and others > 0.5 else LOCK
     if syscall in IO_CALLS:
         return IO
+    if syscall == "running":
+        # In no system call, yet it got little CPU: it was waiting for one.
+        return RUNNABLE
     return OTHER
