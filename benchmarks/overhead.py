@@ -213,7 +213,7 @@ def detection(tool: str, kind: str, concurrent: int) -> list[float]:
     if tool == "slowwatch":
         from slowwatch import runtime
 
-        runtime.dispatcher().flush(5)
+        runtime.flush(5)
     with _lock:
         return list(_late)
 
@@ -247,7 +247,7 @@ def sampling_cost(concurrent: int, seconds: float) -> tuple[float, int, int]:
     cpu1, wall1 = time.clock_gettime(clock), time.monotonic()
     for t in threads:
         t.join()
-    runtime.dispatcher().flush(5)
+    runtime.flush(5)
     with _lock:
         slow = [r for r in _reports if r.kind == "slow"]
         done = [r for r in _reports if r.kind == "finished"]

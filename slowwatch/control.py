@@ -24,6 +24,7 @@ from typing import Any
 from django.db import connections
 
 from slowwatch.conf import settings
+from slowwatch.connections import bounded
 from slowwatch.core.errors import errors
 
 #: Seconds between two reads of the control row.
@@ -38,6 +39,7 @@ class ControlState:
     #: Replaces ``SLOWWATCH["THRESHOLD"]`` (per-URL rules still apply).
     threshold: float | None = None
     changed_at: float | None = None
+    changed_by: str = ""
 
 
 _state = ControlState()
@@ -88,6 +90,8 @@ def refresh(*, close: bool = False) -> None:
     from slowwatch.models import Control
 
     alias = settings.database_alias
+    if close:
+        bounded(alias)  # this thread's own connection: with slowwatch's time limits
     try:
         row = Control._default_manager.using(alias).filter(pk=1).first()
     finally:
@@ -96,7 +100,7 @@ def refresh(*, close: bool = False) -> None:
     if row is None:
         apply(ControlState())
     else:
-        apply(ControlState(row.paused, row.threshold, row.changed_at.timestamp()))
+        apply(ControlState(row.paused, row.threshold, row.changed_at.timestamp(), row.changed_by))
 
 
 def _run() -> None:

@@ -54,7 +54,7 @@ def report_in_flight(grace: float = GRACE, interrupted: FrameType | None = None)
     count = 0
     with runtime.errors.guard("reporting requests in flight"):
         count = watchdog.snapshot_in_flight("killed", interrupted)
-        runtime.dispatcher().stop(grace)
+        runtime.shutdown(grace)
     return count
 
 

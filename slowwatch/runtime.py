@@ -5,12 +5,15 @@ One :class:`~slowwatch.core.watchdog.Watchdog` and one
 use (no thread starts until the first watched request), configured here from
 :mod:`slowwatch.conf` and again whenever ``SLOWWATCH`` changes: settings flow
 conf → runtime → core. The reporters are made here from their dotted paths,
-and :func:`deliver` hands each record, built into a report, to every one of
-them. Everything else reads this state through the public functions below.
+each behind a queue and a thread of its own (a *sink*), and :func:`deliver`
+hands each record, built into a report, to every sink: a reporter that is
+slow, hangs or raises holds up only its own queue. Everything else reads this
+state through the public functions below.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -32,7 +35,7 @@ from slowwatch.core.records import Finished, Lost, Record, Snapshot
 from slowwatch.core.sqlstats import SqlStats
 from slowwatch.core.watch import Claim
 from slowwatch.core.watchdog import Watchdog
-from slowwatch.report import build_report
+from slowwatch.report import Report, build_report
 from slowwatch.requestinfo import exception_name, read_request, tag
 
 if TYPE_CHECKING:
@@ -46,20 +49,26 @@ __all__ = [
     "dispatcher",
     "errors",
     "finished",
-    "idle",
+    "flush",
     "loaded_reporters",
     "lost",
     "reporters",
     "request_hooks",
     "running_dispatcher",
     "running_watchdog",
+    "shutdown",
+    "sinks",
     "watchdog",
 ]
+
+#: Seconds queued reports get at interpreter exit, all queues together.
+EXIT_TIMEOUT = 2.0
 
 _lock = threading.Lock()
 _watchdog: Watchdog | None = None
 _dispatcher: Dispatcher[Record] | None = None
 _reporters: list[Reporter] | None = None
+_sinks: list[tuple[Reporter, Dispatcher[Report]]] | None = None
 
 
 def lost(record: Record) -> Lost | None:
@@ -78,11 +87,13 @@ def dispatcher() -> Dispatcher[Record]:
             if _dispatcher is None:
                 _dispatcher = Dispatcher(
                     deliver,
+                    label="delivering a report",
                     maxsize=settings.queue_size,
                     errors=errors,
+                    exit_timeout=None,
                     on_drop=lost,
-                    on_idle=idle,
                 )
+                atexit.register(_at_exit)
     return _dispatcher
 
 
@@ -161,6 +172,29 @@ def loaded_reporters() -> Sequence[Reporter]:
     return _reporters or ()
 
 
+def sinks() -> Sequence[tuple[Reporter, Dispatcher[Report]]]:
+    """Each reporter with its own queue and thread, made on first use."""
+    global _sinks
+    found = _sinks
+    if found is None:
+        made = []
+        for reporter in reporters():
+            name = type(reporter).__name__
+            queue: Dispatcher[Report] = Dispatcher(
+                reporter.handle,
+                name=f"slowwatch-sink-{name}",
+                label=f"reporter {name}",
+                maxsize=settings.queue_size,
+                errors=errors,
+                exit_timeout=None,
+                # A reporter written without the base class may lack idle().
+                on_idle=getattr(reporter, "idle", None),
+            )
+            made.append((reporter, queue))
+        found = _sinks = made
+    return found
+
+
 def request_hooks() -> tuple[Callable[[Any], object], ...]:
     """What the configured reporters want run on each request's own thread.
 
@@ -187,10 +221,14 @@ def counters() -> dict[str, int]:
     queue = _dispatcher
     if queue is not None:
         found.update({f"queue {k}": v for k, v in sorted(queue.counts.items())})
-    for reporter in loaded_reporters():
+    for reporter, sink in _sinks or ():
+        name = type(reporter).__name__
+        found.update({f"{name} queue {k}": v for k, v in sorted(sink.counts.items())})
         for key, value in sorted(getattr(reporter, "counts", {}).items()):
-            found[f"{type(reporter).__name__} {key}"] = value
+            found[f"{name} {key}"] = value
     found.update({f"internal error: {k}": v for k, v in sorted(errors.counts.items())})
+    if errors.lost:
+        found["internal log lost"] = errors.lost
     return found
 
 
@@ -227,29 +265,51 @@ def finished(
 
 
 def deliver(record: Record) -> None:
-    """Build the report and run every reporter, each on its own guard."""
+    """Build the report (on the reporter thread) and hand it to every sink."""
     report = build_report(record)
-    for reporter in reporters():
-        with errors.guard(f"reporter {type(reporter).__qualname__}"):
-            reporter.handle(report)
+    for _, sink in sinks():
+        sink.submit(report)
 
 
-def idle() -> None:
-    """The queue ran empty: let each reporter release what it holds."""
-    for reporter in loaded_reporters():
-        # A reporter written without the base class may lack idle(): nothing to release.
-        release = getattr(reporter, "idle", None)
-        if release is not None:
-            with errors.guard(f"reporter {type(reporter).__qualname__} going idle"):
-                release()
+def flush(timeout: float) -> bool:
+    """Wait until every record queued so far reached every reporter; False on timeout."""
+    deadline = time.monotonic() + timeout
+    queue = _dispatcher
+    done = queue is None or queue.flush(timeout)
+    for _, sink in _sinks or ():
+        done = sink.flush(max(0.0, deadline - time.monotonic())) and done
+    return done
+
+
+def shutdown(timeout: float) -> None:
+    """Deliver what is queued within ``timeout`` seconds in all, drop the rest.
+
+    The sinks drain side by side, each on its own thread: one that hangs
+    costs the others nothing, and the whole stop takes ``timeout`` at most.
+    """
+    deadline = time.monotonic() + timeout
+    queue = _dispatcher
+    if queue is not None:
+        queue.stop(timeout)
+    for _, sink in _sinks or ():
+        sink.flush(max(0.0, deadline - time.monotonic()))
+    for _, sink in _sinks or ():
+        sink.stop(0.0)
+
+
+def _at_exit() -> None:
+    with contextlib.suppress(Exception):
+        shutdown(EXIT_TIMEOUT)
 
 
 @receiver(setting_changed)
 def _settings_changed(*, setting: str, **kwargs: object) -> None:
-    global _reporters
+    global _reporters, _sinks
     if setting != "SLOWWATCH":
         return
-    _reporters = None
+    old, _reporters, _sinks = _sinks, None, None
+    for _, sink in old or ():
+        sink.stop(0.5)
     if _watchdog is not None:
         # An invalid setting is refused by the middleware when it is built.
         with contextlib.suppress(ImproperlyConfigured):

@@ -9,7 +9,9 @@ import pytest
 from helpers import Collected
 from slowwatch import runtime
 
-SLOWWATCH_THREADS = {"slowwatch-monitor", "slowwatch-reporter", "slowwatch-control"}
+#: slowwatch's own threads: the monitor, the reporter, one per reporter
+#: ("slowwatch-sink-..."), the control and the internal log's.
+SLOWWATCH_THREADS = "slowwatch-"
 #: asgiref keeps the executor behind sync_to_async alive on purpose.
 KEPT_BY_DESIGN = ("ThreadPoolExecutor-",)
 
@@ -19,9 +21,7 @@ def no_leaks() -> Iterator[None]:
     """No armed watch, stray thread or queued report outlives a test."""
     before = {t.ident for t in threading.enumerate()}
     yield
-    queue = runtime.running_dispatcher()
-    if queue is not None:
-        assert queue.flush(5), "reports still queued after the test"
+    assert runtime.flush(5), "reports still queued after the test"
     watchdog = runtime.running_watchdog()
     if watchdog is not None:
         assert watchdog.active == {}, "a watch is still armed after the test"
@@ -29,7 +29,7 @@ def no_leaks() -> Iterator[None]:
         t
         for t in threading.enumerate()
         if t.ident not in before
-        and t.name not in SLOWWATCH_THREADS
+        and not t.name.startswith(SLOWWATCH_THREADS)
         and not t.name.startswith(KEPT_BY_DESIGN)
         and t.is_alive()
     ]
@@ -48,9 +48,7 @@ def collected(settings: pytest.FixtureRequest) -> Iterator[type[Collected]]:
     current["REPORTERS"] = ["helpers.Collected", "slowwatch.reporters.LoggingReporter"]
     settings.SLOWWATCH = current  # type: ignore[attr-defined]
     yield Collected
-    queue = runtime.running_dispatcher()
-    if queue is not None:
-        queue.flush(5)
+    runtime.flush(5)
 
 
 @pytest.fixture

@@ -41,6 +41,17 @@ class Collected(Reporter):
         Collected.arrived.set()
 
 
+class Hanging(Reporter):
+    """A reporter that hangs on every report until :attr:`release` is set."""
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def handle(self, report: object) -> None:
+        Hanging.entered.set()
+        Hanging.release.wait(30)
+
+
 class DownDatabaseReporter(DatabaseReporter):
     """A DatabaseReporter writing to the alias ``down``, which a test points at nothing."""
 

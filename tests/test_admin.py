@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from helpers import Collected
@@ -42,12 +43,12 @@ def seeded(client: Client, settings: Any) -> Iterator[list[SlowRequest]]:
     client.get("/n-plus-one/?s=0.4")
     client.get("/cpu/?s=0.4")
     client.get(f"/anything/{SCRIPT}/", {"s": "0.35"})
-    assert runtime.dispatcher().flush(10)
+    assert runtime.flush(10)
     settings.SLOWWATCH = {**plain, "REPORTERS": ["helpers.Collected"]}
     rows = list(SlowRequest.objects.order_by("started_at"))
     assert len(rows) == 3
     yield rows
-    runtime.dispatcher().flush(10)
+    runtime.flush(10)
 
 
 @pytest.fixture
@@ -200,17 +201,29 @@ def test_the_settings_page_pauses_and_retimes_every_worker(
     assert admin.post(url, {"paused": "on", "threshold": ""}).status_code == 302
     assert Control.objects.get().paused and control.current().paused
     client.get("/sleep/?s=0.4")
-    runtime.dispatcher().flush(5)
+    runtime.flush(5)
     assert Collected.reports == []  # paused: not watched
     admin.post(url, {"threshold": "0.1"})
-    assert control.current() == control.ControlState(False, 0.1, control.current().changed_at)
+    state = control.current()
+    assert (state.paused, state.threshold, state.changed_by) == (False, 0.1, "root")
     client.get("/sleep/?s=0.2")  # below the settings' 0.3 s, above the override
-    runtime.dispatcher().flush(5)
+    runtime.flush(5)
     assert [r.kind for r in Collected.reports] == ["slow", "finished"]
     assert Collected.reports[0].threshold == pytest.approx(0.1)
     assert admin.post(url, {"threshold": "-1"}).context["form"].errors["threshold"]
     admin.post(url, {"threshold": ""})
     assert control.current().threshold is None
+
+
+def test_the_settings_page_reads_nothing_from_slowwatchs_database(admin: Client) -> None:
+    """The page shows what this worker applies: it renders while the database
+    that holds the control row cannot be read."""
+    url = f"{LIST}settings/"
+    admin.get(url)  # the session and the user are loaded once
+    with CaptureQueriesContext(connections["default"]) as queries:
+        page = admin.get(url)
+    assert page.status_code == 200
+    assert not [q for q in queries.captured_queries if "slowwatch" in q["sql"]]
 
 
 def test_only_a_superuser_changes_the_settings(client: Client) -> None:

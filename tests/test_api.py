@@ -22,7 +22,7 @@ def test_the_documented_reporter_writes_a_line_per_transition(
     settings.SLOWWATCH_JSONL_PATH = str(out)
     settings.SLOWWATCH = {**settings.SLOWWATCH, "REPORTERS": ["jsonl_reporter.JsonLinesReporter"]}
     assert Client().get("/sleep/?s=0.5").status_code == 200
-    assert runtime.dispatcher().flush(10)
+    assert runtime.flush(10)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["kind"] for line in lines] == ["slow", "finished"]
     assert lines[0]["summary"].startswith("Slow request: GET /sleep/?s=0.5")

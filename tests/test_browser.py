@@ -135,7 +135,7 @@ def seeded(live_server: Any, settings: Any) -> dict[str, SlowRequest]:
     with ThreadPoolExecutor(len(SEEDS)) as pool:
         statuses = list(pool.map(lambda seed: _fetch(live_server.url, *seed), SEEDS))
     assert statuses == [200] * len(SEEDS)
-    assert runtime.dispatcher().flush(10)
+    assert runtime.flush(10)
     settings.SLOWWATCH = plain
     rows = {(row.method, row.path): row for row in SlowRequest.objects.all()}
     assert sorted(rows) == sorted(SEEDS)

@@ -44,7 +44,7 @@ def mail(settings: Any, sink: MailSink) -> Iterator[MailSink]:
         "ADMIN_URL_BASE": "https://ops.example.com",
     }
     yield sink
-    runtime.dispatcher().flush(10)
+    runtime.flush(10)
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:
@@ -55,7 +55,7 @@ def parts(message: EmailMessage) -> tuple[str, str]:
 
 
 def delivered(sink: MailSink, n: int = 1) -> list[EmailMessage]:
-    runtime.dispatcher().flush(10)
+    runtime.flush(10)
     deadline = time.monotonic() + 5
     while len(sink.messages) < n and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -159,7 +159,7 @@ def test_a_mail_server_that_never_answers_costs_the_timeout_not_the_request(
         started = time.monotonic()
         response = Client().get("/sleep/?s=0.4")
         assert response.status_code == 200 and time.monotonic() - started < 0.6
-        assert runtime.dispatcher().flush(5)
+        assert runtime.flush(5)
         # The other reporter got both transitions; the mail timed out after 0.5 s.
         assert [r.kind for r in Collected.reports] == ["slow", "finished"]
         email = next(r for r in runtime.reporters() if isinstance(r, EmailReporter))

@@ -24,10 +24,12 @@ def test_guard_swallows_and_rate_limits_per_place_and_type(caplog):
         raise KeyError("y")
     with log.guard("elsewhere"):
         raise ValueError("z")
+    assert log.flush(5)
     assert len(caplog.records) == 3
     assert log.counts["place"] == 6
     clock.now += 60
     with log.guard("place"):
         raise ValueError("again")
+    assert log.flush(5)
     assert len(caplog.records) == 4
     assert "4 more like it" in caplog.records[-1].getMessage()

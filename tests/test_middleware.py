@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=False, databases=[])
 
 
 def reports(collected, kind: str | None = None) -> list[Report]:
-    runtime.dispatcher().flush(5)
+    runtime.flush(5)
     return [r for r in collected.reports if kind is None or r.kind == kind]
 
 
@@ -276,7 +276,7 @@ def test_a_reporter_without_the_base_class_is_used_without_complaint(settings, c
     settings.SLOWWATCH = {**settings.SLOWWATCH, "REPORTERS": ["helpers.Bare"]}
     Bare.reports = []
     assert Client().get("/sleep/?s=0.45").status_code == 200
-    runtime.dispatcher().flush(5)  # the queue runs empty: reporters go idle
+    runtime.flush(5)  # the queue runs empty: reporters go idle
     assert [r.kind for r in Bare.reports] == ["slow", "finished"]  # type: ignore[attr-defined]
     assert not [r for r in caplog.records if r.name == "slowwatch.internal"]
 

@@ -32,7 +32,7 @@ def counted(settings: Any) -> Iterator[None]:
         "REPORTERS": ["helpers.Collected", "slowwatch.reporters.PrometheusReporter"],
     }
     yield
-    runtime.dispatcher().flush(10)
+    runtime.flush(10)
 
 
 @pytest.mark.django_db
@@ -47,7 +47,7 @@ def test_slow_requests_are_counted_by_route_method_and_end(counted: None) -> Non
     client.get("/sleep/?s=0.4")
     client.get("/sleep/?s=0.35&other=1")
     client.get("/fast/")
-    runtime.dispatcher().flush(10)
+    runtime.flush(10)
     assert value("slowwatch_slow_requests_detected_total", SLEEP) == before["detected"] + 2
     finished = value("slowwatch_slow_requests_total", {**SLEEP, "state": "finished"})
     assert finished == before["finished"] + 2
@@ -125,7 +125,7 @@ def test_slow_now_and_slowwatch_own_errors(settings: Any) -> None:
         assert value("slowwatch_requests_slow") == 1  # while it runs
     finally:
         worker.join(10)
-    runtime.dispatcher().flush(10)
+    runtime.flush(10)
     assert value("slowwatch_requests_slow") == 0
     after = value("slowwatch_internal_errors_total", {"where": "reporter Broken"})
     assert after >= before + 1

@@ -224,7 +224,7 @@ def test_locals_of_a_slow_view_evaluate_nothing_and_open_no_connection(settings,
         connection_created.disconnect(note)
     assert response.json()["unevaluated"] is True
     assert response.json()["lazy"] is False or "evaluated" not in response.json()
-    runtime.dispatcher().flush(5)
+    runtime.flush(5)
     [slow] = [r for r in collected.reports if r.kind == "slow"]
     view = next(f for f in slow.frames if f.function == "with_locals")
     shown = dict(view.locals or ())

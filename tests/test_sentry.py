@@ -98,7 +98,7 @@ def reporting(settings: Any) -> Iterator[Callable[..., None]]:
 
     configure()
     yield configure
-    runtime.dispatcher().flush(10)
+    runtime.flush(10)
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def call(
 
 def delivered(receiver: Receiver, events: int = 1, timeout: float = 5) -> list[dict[str, Any]]:
     """Wait for slowwatch to hand its reports over, then for ``events`` to arrive."""
-    assert runtime.dispatcher().flush(10)
+    assert runtime.flush(10)
     receiver.wait_for(lambda r: len(r.events()) >= events, timeout)
     return receiver.events()
 
@@ -367,7 +367,7 @@ def test_before_send_sees_the_report_and_may_drop_the_event(
 def test_sample_rate_zero_sends_nothing(start_sentry: Start, reporting: Any) -> None:
     receiver = start_sentry(sample_rate=0.0)
     call("/sleep/?s=0.4")
-    assert runtime.dispatcher().flush(10)
+    assert runtime.flush(10)
     sentry_sdk.flush(2)
     assert receiver.events() == []
     assert sentry_reporter().counts == {"dropped": 1}
@@ -377,7 +377,7 @@ def test_sample_rate_zero_sends_nothing(start_sentry: Start, reporting: Any) -> 
 def test_without_sentry_sdk_initialised_nothing_is_done(reporting: Any) -> None:
     assert not sentry_sdk.get_client().is_active()
     call("/sleep/?s=0.4")
-    assert runtime.dispatcher().flush(10)
+    assert runtime.flush(10)
     assert sentry_reporter().counts == {"no_client": 1}
     assert [r.kind for r in Collected.reports] == ["slow", "finished"]
 
@@ -446,7 +446,7 @@ def test_a_sentry_that_fails_costs_the_requests_nothing(
         status, _ = call(path)
         assert status == 200 and time.monotonic() - started < 0.6
     started = time.monotonic()
-    assert runtime.dispatcher().flush(2)
+    assert runtime.flush(2)
     assert time.monotonic() - started < 0.5  # the reporter thread is not held up either
     assert [r.kind for r in Collected.reports] == ["slow", "finished"] * 2
     assert sentry_reporter().counts == {"sent": 2}

@@ -56,7 +56,7 @@ def test_the_tracker_is_on_every_connection():
 
 
 def reports(collected, kind):
-    runtime.dispatcher().flush(5)
+    runtime.flush(5)
     return [r for r in collected.reports if r.kind == kind]
 
 

@@ -46,11 +46,11 @@ def stored(settings: Any) -> Iterator[type[Collected]]:
     Collected.arrived.clear()
     settings.SLOWWATCH = {**settings.SLOWWATCH, "REPORTERS": STORE}
     yield Collected
-    runtime.dispatcher().flush(10)
+    runtime.flush(10)
 
 
 def wait_for_rows(n: int = 1, timeout: float = 10) -> list[SlowRequest]:
-    runtime.dispatcher().flush(timeout)
+    runtime.flush(timeout)
     rows = list(SlowRequest.objects.order_by("started_at"))
     assert len(rows) >= n, f"expected {n} rows, found {len(rows)}"
     return rows
@@ -238,7 +238,7 @@ def test_a_database_that_is_down_costs_a_few_retries_then_the_report_is_dropped(
     response = client.get("/sleep/?s=0.4")
     took = time.monotonic() - started
     assert response.status_code == 200 and took < 1.0  # the request did not wait
-    runtime.dispatcher().flush(10)
+    runtime.flush(10)
     assert [r.kind for r in Collected.reports] == ["slow", "finished"]  # others unaffected
     assert database.counts == {"dropped": 2}
 
@@ -266,6 +266,23 @@ def test_a_locked_sqlite_database_is_retried_then_dropped(
     reporter.handle(build_report(snapshot("e" * 32)))
     assert reporter.counts == {"dropped": 1, "saved": 1}
     assert SlowRequest.objects.using(locked).filter(request_id="e" * 32).exists()
+
+
+def test_a_database_not_migrated_is_said_once_and_never_retried(
+    tmp_path: Path, extra_alias: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="slowwatch.internal")
+    empty = extra_alias("empty", ENGINE="django.db.backends.sqlite3", NAME=str(tmp_path / "e.db"))
+    reporter = DatabaseReporter()
+    reporter.alias = empty
+    started = time.monotonic()
+    for n in range(3):
+        reporter.handle(build_report(snapshot(f"{n}" * 32)))
+    assert time.monotonic() - started < 0.25  # no retry waits
+    assert reporter.counts == {"dropped:not_migrated": 3}
+    assert runtime.errors.flush(5)
+    said = [r.getMessage() for r in caplog.records if "migrate" in r.getMessage()]
+    assert len(said) == 1 and "manage.py migrate" in said[0]
 
 
 @pytest.mark.parametrize(("max_age", "kept"), [(0, False), (60, True), (None, True)])

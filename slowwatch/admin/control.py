@@ -8,13 +8,14 @@ middleware (:mod:`slowwatch.control`), so nothing is read on the request path.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from django import forms
 from django.http import HttpRequest
 
 from slowwatch import control, runtime
-from slowwatch.conf import settings
+from slowwatch.conf import MIN_THRESHOLD, settings
 from slowwatch.models import Control
 
 PERIOD = control.PERIOD
@@ -28,7 +29,7 @@ class ControlForm(forms.Form):
     )
     threshold = forms.FloatField(
         required=False,
-        min_value=0.001,
+        min_value=MIN_THRESHOLD,
         max_value=86_400,
         label="Threshold override (seconds)",
         help_text="Empty: SLOWWATCH['THRESHOLD'] applies. Per-URL thresholds still apply.",
@@ -36,8 +37,10 @@ class ControlForm(forms.Form):
 
 
 def initial() -> dict[str, Any]:
-    row = Control._default_manager.using(settings.database_alias).filter(pk=1).first()
-    return {"paused": row.paused, "threshold": row.threshold} if row else {}
+    # What this worker applies, as its control thread last read it: the page
+    # reads nothing from a database that may be the one in trouble.
+    state = control.current()
+    return {"paused": state.paused, "threshold": state.threshold}
 
 
 def save(form: ControlForm, request: HttpRequest) -> None:
@@ -56,10 +59,14 @@ def save(form: ControlForm, request: HttpRequest) -> None:
 
 def page_context() -> dict[str, Any]:
     """What the page shows besides the form."""
-    row = Control._default_manager.using(settings.database_alias).filter(pk=1).first()
+    state = control.current()
     return {
-        "control": row,
-        "applied": control.current(),
+        "changed_at": (
+            datetime.fromtimestamp(state.changed_at, tz=timezone.utc)
+            if state.changed_at is not None
+            else None
+        ),
+        "applied": state,
         "configuration": sorted(settings.values.items()),
         "counters": sorted(runtime.counters().items()),
         "period": PERIOD,

@@ -1,16 +1,18 @@
-"""The way out: a bounded queue and one reporter thread.
+"""Bounded queues, each with the one thread that delivers its items.
 
-Producers (the monitor thread, and a request thread finishing a reported
-request) call :meth:`Dispatcher.submit`, which never blocks: when the queue is
-full the item is dropped and counted, and ``on_drop`` may turn it into a
-small notice that is delivered as soon as there is room (so that a reporter
-learns a report is missing rather than never hearing of it). Whenever the
-queue runs empty, ``on_idle`` lets reporters release what they hold (a
-database connection). The reporter thread, started on the
-first submit in each process, hands items to ``deliver`` one by one; whatever
-``deliver`` raises is logged through the internal error log
-(:mod:`slowwatch.core.errors`).
-At interpreter exit pending items get at most ``exit_timeout`` seconds.
+slowwatch uses one for the raw records (producers: the monitor thread, and a
+request thread finishing a reported request; its thread, ``slowwatch-reporter``,
+builds each report) and one per reporter (``slowwatch-sink-<Reporter>``), so
+that a sink that is slow, hangs or raises holds up only its own queue.
+
+:meth:`Dispatcher.submit` never blocks: when the queue is full the item is
+dropped and counted, and ``on_drop`` may turn it into a small notice that is
+delivered as soon as there is room (so that a reporter learns a report is
+missing rather than never hearing of it). Whenever the queue runs empty,
+``on_idle`` lets the consumer release what it holds (a database connection).
+The thread starts on the first submit in each process, and again if it ever
+died; whatever ``deliver`` raises is counted as ``failed`` and recorded in the
+internal error log (:mod:`slowwatch.core.errors`).
 """
 
 from __future__ import annotations
@@ -31,23 +33,38 @@ T = TypeVar("T")
 
 
 class Dispatcher(Generic[T]):
+    """A bounded queue and the thread that delivers its items, one by one.
+
+    :param name: the thread's name.
+    :param label: where its failures are counted (default: ``name``).
+    :param exit_timeout: seconds pending items get at interpreter exit; None
+        when the owner stops the dispatcher itself.
+    """
+
     def __init__(
         self,
         deliver: Callable[[T], object],
         *,
+        name: str = "slowwatch-reporter",
+        label: str = "",
         maxsize: int = 100,
         errors: InternalLog | None = None,
-        exit_timeout: float = 2.0,
+        exit_timeout: float | None = 2.0,
         on_drop: Callable[[T], T | None] | None = None,
         on_idle: Callable[[], object] | None = None,
     ) -> None:
+        self.name = name
+        self.label = label or name
         self._deliver = deliver
         self._on_drop = on_drop
         self._on_idle = on_idle
         self.maxsize = maxsize
         self.exit_timeout = exit_timeout
         self._errors = errors or process_errors
-        #: submitted, delivered, and dropped:<reason>.
+        #: submitted (queued), delivered, failed (``deliver`` raised) and
+        #: dropped:<reason>; every item offered is one of submitted or
+        #: dropped, and every submitted one ends delivered, failed, or
+        #: dropped:shutdown. ``restarted``: the thread had died.
         self.counts: Counter[str] = Counter()
         self._atexit_registered = False
         self._reset()
@@ -85,16 +102,17 @@ class Dispatcher(Generic[T]):
         if dropped:
             self._warn_drop(dropped, 1)
             return False
-        if self._thread is None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
             self._start()
         return True
 
     def _warn_drop(self, reason: str, n: int) -> None:
-        # Logged outside our lock: a slow log handler must not stall producers.
         self._errors.warning(
-            f"drop:{reason}",
-            "slowwatch: %d report(s) dropped (%s); %d dropped for this reason so far",
+            f"{self.label}: drop:{reason}",
+            "slowwatch: %d report(s) dropped by %s (%s); %d dropped for this reason so far",
             n,
+            self.name,
             reason,
             self.counts[f"dropped:{reason}"],
         )
@@ -102,15 +120,20 @@ class Dispatcher(Generic[T]):
     def _start(self) -> None:
         with self._cond:
             if self._thread is not None:
-                return
-            thread = threading.Thread(target=self._run, name="slowwatch-reporter", daemon=True)
+                if self._thread.is_alive():
+                    return
+                # Whatever killed it got past every guard: count it, start anew.
+                self.counts["restarted"] += 1
+                self._errors.note(f"{self.label}: thread died", "slowwatch: %s died", self.name)
+                self._busy = False
+            thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             try:
                 thread.start()
             except RuntimeError as exc:  # interpreter shutting down
                 self._errors.error("starting the reporter thread", exc)
                 return
             self._thread = thread
-        if not self._atexit_registered:
+        if not self._atexit_registered and self.exit_timeout is not None:
             self._atexit_registered = True
             atexit.register(self._at_exit)
 
@@ -127,27 +150,35 @@ class Dispatcher(Generic[T]):
                 else:
                     return
                 self._busy = True
+            outcome = "delivered"
             try:
-                with self._errors.guard("delivering a report"):
-                    self._deliver(item)
+                self._deliver(item)
+            except Exception as exc:
+                outcome = "failed"
+                self._errors.error(self.label, exc)
             finally:
                 with cond:
                     idle = not self._items and not self._lost
                     if not idle or self._on_idle is None:
                         self._busy = False
-                        self.counts["delivered"] += 1
+                        self.counts[outcome] += 1
                         cond.notify_all()
             if idle and self._on_idle is not None:
                 # Still busy for flush(): what reporters hold is released first.
-                with self._errors.guard("releasing what reporters hold"):
+                with self._errors.guard(f"{self.label} going idle"):
                     self._on_idle()
                 with cond:
                     self._busy = False
-                    self.counts["delivered"] += 1
+                    self.counts[outcome] += 1
                     cond.notify_all()
             # Let a waiting monitor thread have the GIL now rather than at the
             # next switch interval: it may have deadlines to meet.
             time.sleep(0)
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def pending(self) -> int:
         with self._cond:
@@ -182,5 +213,5 @@ class Dispatcher(Generic[T]):
         self._stopping = False
 
     def _at_exit(self) -> None:
-        if self._pid == os.getpid() and self._thread is not None:
+        if self._pid == os.getpid() and self._thread is not None and self.exit_timeout:
             self.stop(self.exit_timeout)

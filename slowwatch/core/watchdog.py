@@ -272,6 +272,9 @@ class Watchdog:
             if self.running:
                 self.stale_at = self.clock() + STALE_AFTER
                 return
+            if self._thread is not None:
+                # Whatever killed it got past every guard: count it, start anew.
+                self.errors.note("the monitor thread died", "slowwatch: the monitor thread died")
             thread = threading.Thread(target=self._run, name="slowwatch-monitor", daemon=True)
             self._stopping = False
             self.stale_at = self.clock() + STALE_AFTER

@@ -8,8 +8,10 @@ request id). It runs on the reporter thread only, so its queries are never part
 of a request's transaction. When the reporter's queue runs empty its connection
 is treated as Django treats a request's at the request's end: closed unless
 the alias's ``CONN_MAX_AGE`` keeps it (the default, 0, closes it). A database
-that is down or locked gets a few quick retries, then the report is dropped and
-counted: requests and the other reporters never wait on it.
+that is down or locked gets a few quick retries within the limits of
+:mod:`slowwatch.connections`, then the report is dropped and counted; a table
+that does not exist (migrations not applied) is not retried at all. It runs
+behind a queue of its own: requests and the other reporters never wait on it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import Any
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, IntegrityError, OperationalError, connections
+from django.db.utils import ProgrammingError
 
 from slowwatch.conf import settings
+from slowwatch.connections import bounded
 from slowwatch.core.errors import errors
 from slowwatch.core.frames import frame_kind
 from slowwatch.core.states import verdict
@@ -43,6 +47,13 @@ PRUNE_EVERY = 3600.0
 REMEMBERED = 1000
 #: Longest text kept in a column of its own (the JSON keeps what the report has).
 MAX_TEXT = 4000
+
+
+def not_migrated(exc: BaseException) -> bool:
+    """Whether ``exc`` says a table does not exist: retrying cannot help."""
+    text = str(exc).lower()
+    missing = "no such table" in text or "does not exist" in text or "doesn't exist" in text
+    return missing and isinstance(exc, (OperationalError, ProgrammingError))
 
 
 def _when(timestamp: float) -> datetime:
@@ -178,15 +189,24 @@ class DatabaseReporter(Reporter):
                 try:
                     self.save(report)
                     break
-                except OperationalError:
+                except OperationalError as exc:
                     # Down, locked or gone away: a fresh connection may do.
                     connections[self.alias].close()
-                    if delay is None:
+                    if delay is None or not_migrated(exc):
                         raise
                     time.sleep(delay)
             self.counts["saved"] += 1
         except DatabaseError as exc:
             connections[self.alias].close()
+            if not_migrated(exc):
+                self.counts["dropped:not_migrated"] += 1
+                errors.note(
+                    "DatabaseReporter: not migrated",
+                    "slowwatch: the table of slow requests is missing on database %r: "
+                    "run 'manage.py migrate'. Reports are not stored until then.",
+                    self.alias,
+                )
+                return
             self.counts["dropped"] += 1
             errors.error("DatabaseReporter: a report was dropped", exc)
             return
@@ -202,7 +222,7 @@ class DatabaseReporter(Reporter):
         connections[self.alias].close_if_unusable_or_obsolete()
 
     def _sql(self) -> RowWriter:
-        connection = connections[self.alias]
+        connection = bounded(self.alias)
         writer = self._writer
         if writer is None or writer.connection is not connection:
             writer = self._writer = RowWriter(self.model, connection)
