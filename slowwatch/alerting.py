@@ -30,6 +30,8 @@ from slowwatch.core.errors import errors as process_errors
 
 __all__ = ["CircuitBreaker", "Decision", "RateLimit"]
 
+#: A shared cache slower than this (seconds) for one check is left alone for a while.
+SLOW_CACHE = 0.5
 #: How long a count of held-back alerts is kept waiting for the next alert.
 DIGEST_TTL = 24 * 3600
 
@@ -69,17 +71,36 @@ class RateLimit:
         self._clock = clock
         self._errors = errors or process_errors
         self._fallback = _local(name)
+        #: Guards the shared cache: after a failure (or an answer slower than
+        #: SLOW_CACHE) the limits are kept in this process for a while.
+        self.breaker = CircuitBreaker(failures=1, base=30.0, cap=600.0)
 
     def _cache(self) -> BaseCache:
         return caches[self.cache_alias] if self.cache_alias else self._fallback
 
     def check(self, key: str) -> Decision:
         """May an alert for ``key`` go out now? Held-back alerts are counted."""
-        try:
-            return self._check(self._cache(), key)
-        except Exception as exc:  # a cache that is down must not open the floodgates
-            self._errors.error(f"rate limit {self.name}: cache {self.cache_alias!r}", exc)
-            return self._check(self._fallback, key)
+        if self.cache_alias and self.breaker.allow():
+            started = time.monotonic()
+            try:
+                decision = self._check(self._cache(), key)
+            except Exception as exc:  # a cache that is down must not open the floodgates
+                self.breaker.failure()
+                self._errors.error(f"rate limit {self.name}: cache {self.cache_alias!r}", exc)
+            else:
+                if time.monotonic() - started > SLOW_CACHE:
+                    self.breaker.failure()
+                    self._errors.note(
+                        f"rate limit {self.name}: cache {self.cache_alias!r} is slow",
+                        "slowwatch: cache %r took %.1f s; alert limits stay in this "
+                        "process for a while",
+                        self.cache_alias,
+                        time.monotonic() - started,
+                    )
+                else:
+                    self.breaker.success()
+                return decision
+        return self._check(self._fallback, key)
 
     def _check(self, cache: BaseCache, key: str) -> Decision:
         now = self._clock()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -55,3 +56,12 @@ def collected(settings: pytest.FixtureRequest) -> Iterator[type[Collected]]:
 def report_records(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="slowwatch.report")
     return caplog
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)  # the kernel completes handshakes; nobody reads
+        yield listener.getsockname()[1]

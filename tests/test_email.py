@@ -182,6 +182,29 @@ def test_a_cache_that_is_down_falls_back_to_a_local_limit(mail: MailSink, settin
     assert reporter.counts == {"sent": 1, "rate_limited": 2}
 
 
+def test_a_cache_that_hangs_costs_one_timeout_then_is_left_alone(
+    mail: MailSink, settings: Any, black_hole: int
+) -> None:
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "hung": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{black_hole}/0",  # accepts, never answers
+            "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+        },
+    }
+    settings.SLOWWATCH = {**settings.SLOWWATCH, "CACHE_ALIAS": "hung"}
+    reporter = EmailReporter()
+    started = time.monotonic()
+    for _ in range(5):
+        reporter.handle(report("invoices/"))  # a key no other test used
+    took = time.monotonic() - started
+    assert took < 3, took  # one timeout, not one per report
+    assert reporter.limit.breaker.open
+    assert len(delivered(mail)) == 1
+    assert reporter.counts == {"sent": 1, "rate_limited": 4}
+
+
 def test_malicious_request_data_gives_one_escaped_line(mail: MailSink) -> None:
     client = Client()
     client.get(
