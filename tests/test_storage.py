@@ -243,6 +243,33 @@ def test_a_database_that_is_down_costs_a_few_retries_then_the_report_is_dropped(
     assert database.counts == {"dropped": 2}
 
 
+def test_a_database_that_never_answers_holds_up_no_other_reporter(
+    client: Client, stored: Any, extra_alias: Any, settings: Any, black_hole: int
+) -> None:
+    extra_alias(
+        DownDatabaseReporter.alias,
+        ENGINE="django.db.backends.postgresql",
+        HOST="127.0.0.1",
+        PORT=str(black_hole),  # accepts the connection, never answers
+        NAME="x",
+        USER="x",
+        OPTIONS={"connect_timeout": 1},
+    )
+    stored.reports = []
+    settings.SLOWWATCH = {
+        **settings.SLOWWATCH,
+        "REPORTERS": ["helpers.DownDatabaseReporter", "helpers.Collected"],
+    }
+    for _ in range(3):
+        started = time.monotonic()
+        assert client.get("/sleep/?s=0.35").status_code == 200
+        assert time.monotonic() - started < 1.0  # the request did not wait
+    deadline = time.monotonic() + 1.0  # every report reaches the others within 1 s
+    while len(Collected.reports) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.kind for r in Collected.reports] == ["slow", "finished"] * 3
+
+
 def test_a_locked_sqlite_database_is_retried_then_dropped(
     tmp_path: Path, extra_alias: Any
 ) -> None:
