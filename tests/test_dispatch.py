@@ -7,6 +7,8 @@ import textwrap
 import threading
 import time
 
+import pytest
+
 from slowwatch.core.dispatch import Dispatcher
 from slowwatch.core.errors import InternalLog, errors
 
@@ -146,3 +148,30 @@ def test_reporters_release_what_they_hold_when_the_queue_runs_empty():
     assert queue.flush(5)  # flush also waits for the idle call
     assert events == ["a", "b", "c", "idle"]  # once, after the burst
     queue.stop()
+
+
+# The thread's death is the point: pytest would report it as a warning.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_that_died_is_started_again_and_counted():
+    log = InternalLog()
+    delivered: list[int] = []
+
+    def deliver(item: int) -> None:
+        if item == 0:
+            raise SystemExit  # gets past every guard: the thread ends
+        delivered.append(item)
+
+    d: Dispatcher[int] = Dispatcher(deliver, errors=log, exit_timeout=None)
+    try:
+        d.submit(0)
+        deadline = time.monotonic() + 5
+        while d.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not d.running
+        assert d.submit(1)
+        assert d.flush(5)
+        assert delivered == [1]
+        assert d.counts["restarted"] == 1
+        assert log.counts["slowwatch-reporter: thread died"] == 1
+    finally:
+        d.stop()
