@@ -141,30 +141,35 @@ def report_due(
     subject = watch[SUBJECT]
     info = wd.read_subject(subject)
     report_id = uuid.uuid4().hex
+    # What the thread is doing right now, for alerts that go out at once. Its
+    # procfs entries are opened here, before the lock: under it, only bookkeeping.
+    thread_native_id = native_id(thread)
+    probe = ThreadProbe(thread_of(key, watch), thread_native_id)
+    syscall = probe.syscall()
+    state = classify(stack.frames[-3:], syscall, None, 0.0)
+    if syscall == "futex" and state != "db" and not is_lock_wait(stack.frames):
+        # Waiting for the GIL (the monitor holds it right now) or a C-level
+        # lock: one look cannot tell, and the samples will.
+        state = ""
     with wd.lock:
         claim = watch[CLAIM] = Claim(watch[STARTED], watch[THRESHOLD])
-        if wd.active.get(key) is not watch or info is None:
-            # Finished while we looked: the stack may be another request's.
-            return
-        claim.reported = True
-        claim.report_id = report_id
-        claim.info = info
-        wd.on_claim(subject, report_id)
-        # From now on the request is sampled until it ends.
-        claim.profile = Profile(wd.sample_interval, wd.max_samples)
-        claim.profile.add(key_of(stack.frames))
-        claim.native_id, claim.sampled_at = native_id(thread), taken
-        # What the thread is doing right now, for alerts that go out at once.
-        claim.probe = ThreadProbe(thread_of(key, watch), claim.native_id)
-        syscall = claim.probe.syscall()
-        state = classify(stack.frames[-3:], syscall, None, 0.0)
-        if syscall == "futex" and state != "db" and not is_lock_wait(stack.frames):
-            # Waiting for the GIL (the monitor holds it right now) or a C-level
-            # lock: one look cannot tell, and the samples will.
-            state = ""
-        wd.sampler.follow(key, watch, claim, taken)
-        found = snapshot(wd, "slow", claim, key, watch, stack, taken, wall, thread)
-        wd.on_slow(replace(found, state=state))
+        live = wd.active.get(key) is watch and info is not None
+        if live:
+            claim.reported = True
+            claim.report_id = report_id
+            claim.info = info
+            wd.on_claim(subject, report_id)
+            # From now on the request is sampled until it ends.
+            claim.profile = Profile(wd.sample_interval, wd.max_samples)
+            claim.profile.add(key_of(stack.frames))
+            claim.native_id, claim.sampled_at = thread_native_id, taken
+            claim.probe = probe
+            wd.sampler.follow(key, watch, claim, taken)
+            found = snapshot(wd, "slow", claim, key, watch, stack, taken, wall, thread)
+            wd.on_slow(replace(found, state=state))
+    if not live:
+        # Finished while we looked: the stack may be another request's.
+        probe.close()
 
 
 def capture_in_flight(wd: Watchdog, kind: str, interrupted: FrameType | None) -> int:
