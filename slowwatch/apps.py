@@ -24,6 +24,11 @@ class SlowWatchConfig(AppConfig):
         except ImproperlyConfigured:
             return  # the checks and the middleware say why
         if enabled:
+            # Django has applied LOGGING by now: if nothing would show
+            # slowwatch's records, they go to standard error.
+            from slowwatch.reporters.log import show_when_unconfigured
+
+            show_when_unconfigured()
             # Installs a wrapper on each database connection as it opens; a
             # signal receiver, no thread.
             from slowwatch.sql import connect

@@ -14,10 +14,10 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from django.db import connections
+from django.db import OperationalError, ProgrammingError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-__all__ = ["CONNECT_TIMEOUT", "LOCK_TIMEOUT", "STATEMENT_TIMEOUT", "bounded"]
+__all__ = ["CONNECT_TIMEOUT", "LOCK_TIMEOUT", "STATEMENT_TIMEOUT", "bounded", "not_migrated"]
 
 #: Seconds to establish a connection.
 CONNECT_TIMEOUT = 5
@@ -63,3 +63,12 @@ def limits(settings_dict: dict[str, Any], vendor: str) -> dict[str, Any]:
         options.setdefault("read_timeout", STATEMENT_TIMEOUT)
         options.setdefault("write_timeout", STATEMENT_TIMEOUT)
     return {**settings_dict, "OPTIONS": options}
+
+
+def not_migrated(exc: BaseException) -> bool:
+    """Whether ``exc`` says one of slowwatch's tables does not exist: retrying
+    cannot help, ``manage.py migrate`` does."""
+    if not isinstance(exc, (OperationalError, ProgrammingError)):
+        return False
+    text = str(exc).lower()
+    return "no such table" in text or "does not exist" in text or "doesn't exist" in text

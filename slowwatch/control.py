@@ -24,7 +24,7 @@ from typing import Any
 from django.db import connections
 
 from slowwatch.conf import settings
-from slowwatch.connections import bounded
+from slowwatch.connections import bounded, not_migrated
 from slowwatch.core.errors import errors
 
 #: Seconds between two reads of the control row.
@@ -105,8 +105,16 @@ def refresh(*, close: bool = False) -> None:
 
 def _run() -> None:
     while True:
-        with errors.guard("reading the runtime control"):
+        try:
             refresh(close=True)
+        except Exception as exc:
+            if not_migrated(exc):
+                errors.note(
+                    "runtime control: not migrated",
+                    "slowwatch: the runtime control's table is missing: run 'manage.py migrate'",
+                )
+            else:
+                errors.error("reading the runtime control", exc)
         _wake.wait(PERIOD)
         _wake.clear()
 

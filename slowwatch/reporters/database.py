@@ -25,10 +25,9 @@ from typing import Any
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, IntegrityError, OperationalError, connections
-from django.db.utils import ProgrammingError
 
 from slowwatch.conf import settings
-from slowwatch.connections import bounded
+from slowwatch.connections import bounded, not_migrated
 from slowwatch.core.errors import errors
 from slowwatch.core.frames import frame_kind
 from slowwatch.core.states import verdict
@@ -47,13 +46,6 @@ PRUNE_EVERY = 3600.0
 REMEMBERED = 1000
 #: Longest text kept in a column of its own (the JSON keeps what the report has).
 MAX_TEXT = 4000
-
-
-def not_migrated(exc: BaseException) -> bool:
-    """Whether ``exc`` says a table does not exist: retrying cannot help."""
-    text = str(exc).lower()
-    missing = "no such table" in text or "does not exist" in text or "doesn't exist" in text
-    return missing and isinstance(exc, (OperationalError, ProgrammingError))
 
 
 def _when(timestamp: float) -> datetime:
