@@ -70,6 +70,15 @@ def _trace(request: Any) -> tuple[tuple[str, str], ...]:
     )
 
 
+def _route(match: object) -> str:
+    """The URL pattern that matched; the root pattern (``path("", ...)``,
+    whose route is empty) is ``/``, so that it never reads as unresolved."""
+    if match is None:
+        return ""
+    route = _text(plain(match, "route"))
+    return route or "/"
+
+
 def read_request(request: Any) -> RequestInfo | None:
     """What a report needs from the live request. Runs on the monitor thread."""
     meta = plain(request, "META")
@@ -80,7 +89,7 @@ def read_request(request: Any) -> RequestInfo | None:
         path=_text(plain(request, "path")),
         query=_text(meta.get("QUERY_STRING")),
         view=_text(plain(match, "_func_path")) if match is not None else "",
-        route=_text(plain(match, "route")) if match is not None else "",
+        route=_route(match),
         host=_text(meta.get("HTTP_HOST") or meta.get("SERVER_NAME")),
         user_id=_user_id(request),
         trace=_trace(request),

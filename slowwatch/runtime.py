@@ -243,12 +243,18 @@ def finished(
     with errors.guard("reporting a finished request"):
         duration = time.monotonic() - claim.started
         name = type(exc).__qualname__ if exc is not None else ""
-        if not name and request is not None:
-            name = exception_name(request)
+        info = claim.info
+        if request is not None:
+            if not name:
+                name = exception_name(request)
+            if not info.view:
+                # Reported before its URL was resolved (a slow middleware, a
+                # first request importing the URLconf): it is resolved by now.
+                info = read_request(request) or info
         dispatcher().submit(
             Finished(
                 report_id=claim.report_id,
-                request=claim.info,
+                request=info,
                 pid=os.getpid(),
                 thread_id=threading.get_ident(),
                 started_at=time.time() - duration,

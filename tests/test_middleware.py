@@ -302,3 +302,24 @@ def test_escalation_points_send_still_slow_reports(settings, collected):
     assert got[1].elapsed >= 0.6 and got[2].elapsed >= 0.75
     assert text(got[1]).startswith("Still slow: GET /sleep/?s=0.95")
     assert got[1].frames[-1].function == "sleep"
+
+
+def test_a_request_slow_before_its_url_resolved_ends_with_its_view_and_route(collected):
+    # testproject.middleware.SlowBeforeRouting sleeps before Django resolves the URL.
+    assert Client().get("/sleep/?s=0&before=0.5").status_code == 200
+    [slow] = reports(collected, "slow")
+    [done] = reports(collected, "finished")
+    assert (slow.view, slow.route) == ("", "")  # nothing resolved yet at the threshold
+    assert (done.view, done.route) == ("testproject.views.sleep", "sleep/")
+    assert done.where() == "/sleep/"
+
+
+def test_the_root_pattern_is_a_route_of_its_own():
+    from django.urls import ResolverMatch
+
+    from slowwatch.requestinfo import read_request
+
+    request = RequestFactory().get("/")
+    request.resolver_match = ResolverMatch(lambda r: None, (), {}, route="")
+    info = read_request(request)
+    assert info is not None and info.route == "/"

@@ -102,6 +102,15 @@ def test_a_slow_request_is_inserted_then_updated_when_it_ends(client: Client, st
 
 
 @db
+def test_a_row_reported_before_its_url_resolved_gets_its_view_when_it_ends(
+    client: Client, stored: Any
+) -> None:
+    client.get("/sleep/?s=0&before=0.5")  # slow in a middleware, before routing
+    [row] = wait_for_rows()
+    assert (row.view, row.route, row.endpoint) == ("testproject.views.sleep", "sleep/", "sleep/")
+
+
+@db
 def test_secrets_in_the_query_string_are_not_stored(client: Client, stored: Any) -> None:
     client.get("/sleep/?s=0.4&token=s3cr3t-canary&page=2")
     [row] = wait_for_rows()
