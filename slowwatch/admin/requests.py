@@ -20,6 +20,7 @@ from django.http import (
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.dateformat import format as date_format
+from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import slugify
 from django.utils.timezone import localtime
@@ -29,10 +30,6 @@ from slowwatch.conf import settings
 from slowwatch.core.export import collapsed, speedscope
 from slowwatch.core.profile import FrozenProfile
 from slowwatch.models import SlowRequest
-
-
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.0f} %"
 
 
 if TYPE_CHECKING:
@@ -49,10 +46,9 @@ class SlowRequestAdmin(_Base):
         "short_path",
         "seconds",
         "state",
-        "cpu",
-        "db",
+        "why",
         "outcome",
-        "view",
+        "short_view",
     ]
     list_display_links = ["started", "short_path"]
     list_filter = ["state", "method", "view", "started_at"]
@@ -91,13 +87,20 @@ class SlowRequestAdmin(_Base):
     def seconds(self, obj: SlowRequest) -> str:
         return f"{obj.duration:.2f} s"
 
-    @admin.display(description="CPU", ordering="cpu_share")
-    def cpu(self, obj: SlowRequest) -> str:
-        return _percent(obj.cpu_share)
+    @admin.display(description="mostly", ordering="verdict")
+    def why(self, obj: SlowRequest) -> str:
+        # The largest share of the verdict ("80% in the database"); the whole
+        # verdict is on the request's page.
+        return obj.verdict.split(", ", 1)[0] if obj.verdict else "–"
 
-    @admin.display(description="DB", ordering="db_share")
-    def db(self, obj: SlowRequest) -> str:
-        return _percent(obj.db_share)
+    @admin.display(description="view", ordering="view")
+    def short_view(self, obj: SlowRequest) -> str:
+        # The function's own name and its module's last part keep the column
+        # narrow; the full dotted path is the tooltip, and a filter.
+        if not obj.view:
+            return "–"
+        short = ".".join(obj.view.rsplit(".", 2)[-2:])
+        return format_html('<span title="{}">{}</span>', obj.view, short)
 
     @admin.display(description="status", ordering="status_code")
     def outcome(self, obj: SlowRequest) -> str:
