@@ -78,3 +78,24 @@ def test_the_json_form_has_a_byte_cap():
     assert len(json.dumps(doc["stacks"])) <= 64 * 1024
     assert doc["stacks_left_out"] > 0
     assert len(doc["stacks"]) + doc["stacks_left_out"] == 3000
+
+
+def test_the_projects_hottest_functions_count_inclusively():
+    from slowwatch.core.profile import FrozenProfile
+
+    view = ("/srv/shop/views.py", "report", 70)
+    helper = ("/srv/shop/views.py", "sales_figures", 65)
+    django = ("/venv/lib/python3.12/site-packages/django/db/utils.py", "execute", 100)
+    profile = FrozenProfile(
+        interval=0.05,
+        samples=10,
+        stacks=(((view, helper, django), 6), ((view,), 3), ((django,), 1)),
+    )
+    # The leaf is Django's; the project's view held 9 of 10 samples.
+    assert profile.hottest(1)[0][0] == django
+    found = profile.hottest_functions(5)
+    assert [(f[1], round(share, 2)) for f, share in found] == [
+        ("report", 0.9),
+        ("sales_figures", 0.6),
+    ]
+    assert found[0][0][2] == 70  # the line seen most in that function

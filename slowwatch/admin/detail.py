@@ -61,6 +61,15 @@ def hottest(obj: SlowRequest, n: int = 10) -> list[dict[str, Any]]:
     ]
 
 
+def hottest_functions(obj: SlowRequest, n: int = 10) -> list[dict[str, Any]]:
+    """The project's own functions on the stack in most samples (inclusive)."""
+    profile = FrozenProfile.from_dict(obj.profile)
+    return [
+        {"filename": f, "function": fn, "lineno": no, "percent": f"{share:.0%}"}
+        for (f, fn, no), share in profile.hottest_functions(n)
+    ]
+
+
 def share_bars(obj: SlowRequest) -> list[dict[str, Any]]:
     """The verdict as a bar: one segment per state, largest first."""
     states = obj.states if isinstance(obj.states, dict) else {}
@@ -138,6 +147,7 @@ def context(obj: SlowRequest) -> dict[str, Any]:
     return {
         **flame(obj),
         "hottest": hottest(obj),
+        "hottest_functions": hottest_functions(obj),
         "share_bars": share_bars(obj),
         "frames": [f for f in frames if isinstance(f, dict)] if isinstance(frames, list) else [],
         "hidden": stack.get("hidden") or 0,

@@ -31,7 +31,6 @@ from slowwatch.core.export import collapsed, speedscope
 from slowwatch.core.profile import FrozenProfile
 from slowwatch.models import SlowRequest
 
-
 if TYPE_CHECKING:
     _Base = admin.ModelAdmin[SlowRequest]
 else:  # ModelAdmin is generic for type checkers only

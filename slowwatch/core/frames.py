@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import sysconfig
 from collections.abc import Callable, Collection
+from pathlib import Path
 from types import CodeType, CoroutineType, FrameType, GeneratorType
 from typing import NamedTuple
 
@@ -163,10 +164,17 @@ _PACKAGES = tuple(
 )
 
 
+#: slowwatch's own files: never the project's code, wherever slowwatch is installed.
+_OWN = str(Path(__file__).resolve().parent.parent).replace("\\", "/") + "/"
+
+
 def frame_kind(filename: str) -> str:
     """``"app"`` (the project's own code), ``"django"``, ``"lib"`` (another
-    installed package, or code with no file: ``<string>``) or ``"stdlib"``."""
+    installed package, slowwatch itself, or code with no file: ``<string>``)
+    or ``"stdlib"``."""
     path = filename.replace("\\", "/")
+    if path.startswith(_OWN):
+        return "lib"
     if path.startswith("<"):
         return "stdlib" if path.startswith("<frozen ") else "lib"
     # Installed packages first: a system Python's dist-packages may lie under

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from slowwatch.core.frames import Frame
+from slowwatch.core.frames import Frame, is_project_file
 
 #: A sampled stack, outermost call first: ``(filename, function, lineno)`` per frame.
 Key = tuple[tuple[str, str, int], ...]
@@ -125,6 +125,33 @@ class FrozenProfile:
                 leaves[key[-1]] += count
         total = sum(leaves.values()) or 1
         return [(frame, count / total) for frame, count in leaves.most_common(n)]
+
+    def hottest_functions(
+        self, n: int = 5, where: Callable[[str], bool] = is_project_file
+    ) -> list[tuple[tuple[str, str, int], float]]:
+        """The functions (of files ``where`` accepts: by default the project's
+        own) that were on the stack in most samples, counted inclusively (a
+        view that waits in the ORM counts), each with its line seen most."""
+        if not self.samples:
+            return []
+        inclusive: Counter[tuple[str, str]] = Counter()
+        lines: dict[tuple[str, str], Counter[int]] = {}
+        total = 0
+        for key, count in self.stacks:
+            total += count
+            seen: set[tuple[str, str]] = set()
+            for filename, function, lineno in key:
+                if not where(filename):
+                    continue
+                name = (filename, function)
+                lines.setdefault(name, Counter())[lineno] += count
+                if name not in seen:  # recursion counts once per sample
+                    seen.add(name)
+                    inclusive[name] += count
+        return [
+            ((filename, function, lines[(filename, function)].most_common(1)[0][0]), c / total)
+            for (filename, function), c in inclusive.most_common(n)
+        ]
 
     def to_dict(self, max_bytes: int = 64 * 1024) -> dict[str, Any]:
         """The JSON form; stacks past ``max_bytes`` of JSON are left out, hottest kept."""
