@@ -2,8 +2,9 @@
 
 Plain functions over the report's data (pyinstrument's renderers are the
 model): the report holds what happened, this module says it. Every piece of
-text taken from a request (path, host, SQL, rendered locals) goes through
-:func:`one_line`, so that it can never start a new log line.
+text that may come from a request (path, method, host, view, SQL, rendered
+locals, file and function names) goes through :func:`one_line`, so that it can
+never start a new log line nor drive the terminal a log is read in.
 """
 
 from __future__ import annotations
@@ -35,13 +36,26 @@ SUMMARY_PATH_MAX = 300
 #: Longest SQL statement shown on one line.
 SQL_MAX = 160
 
-#: Characters that must not reach a header or a title (CR, LF and other controls).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+#: Characters that must not reach log text, a header or a title raw: all C0
+#: controls, DEL, all C1 controls and the Unicode line and paragraph separators.
+#: Not only CR and LF end a line: str.splitlines() and many log viewers also break
+#: on VT, FF, FS to RS, NEL and U+2028/9; and ESC starts the escape sequences
+#: that rewrite what a terminal shows (the pattern of Django's CVE-2025-48432).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_SHORT = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    return "".join(
+        _SHORT.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        for char in match.group()
+    )
 
 
 def one_line(text: str) -> str:
-    """``text`` with CR and LF escaped: paths are attacker-controlled."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """``text`` with every control character escaped visibly (``\\x1b``,
+    ``\\u2028``): paths, headers and what a request sent are attacker-controlled."""
+    return _CONTROL.sub(_escape, text)
 
 
 def headline(text: str, limit: int) -> str:
@@ -57,6 +71,10 @@ def _cut(sql: str, limit: int = SQL_MAX) -> str:
 
 def summary(report: Report) -> str:
     """The first line: what, where, how long."""
+    return one_line(_summary(report))
+
+
+def _summary(report: Report) -> str:
     url = one_line(report.url)
     if len(url) > SUMMARY_PATH_MAX:
         url = url[: SUMMARY_PATH_MAX - 1] + "…"
@@ -113,11 +131,13 @@ def traceback(report: Report) -> str:
 def frame_lines(frame: SourceFrame, value: Callable[[str], str] = one_line) -> list[str]:
     """One frame as a Python traceback shows it, with its locals (``value`` makes
     each rendered local one line)."""
-    lines = [f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}']
+    lines = [
+        f'  File "{one_line(frame.filename)}", line {frame.lineno}, in {one_line(frame.function)}'
+    ]
     if frame.line:
-        lines.append(f"    {frame.line}")
+        lines.append(f"    {one_line(frame.line)}")
     for name, shown in frame.locals or ():
-        lines.append(f"      {name} = {value(shown)}")
+        lines.append(f"      {one_line(name)} = {value(shown)}")
     return lines
 
 
@@ -139,10 +159,12 @@ def hottest(report: Report, n: int = 5) -> str:
         lines.append(f"Since the threshold: {verdict(dict(profile.states))}.")
     lines.append(f"Hottest lines since the threshold ({'; '.join(notes)}):")
     for (filename, function, lineno), share in profile.hottest(n):
-        lines.append(f'  {share:4.0%}  File "{filename}", line {lineno}, in {function}')
+        lines.append(
+            f'  {share:4.0%}  File "{one_line(filename)}", line {lineno}, in {one_line(function)}'
+        )
         source = linecache.getline(filename, lineno).strip()
         if source:
-            lines.append(f"          {source}")
+            lines.append(f"          {one_line(source)}")
     return "\n".join(lines)
 
 
@@ -156,7 +178,7 @@ def sql_lines(report: Report) -> str:
     current = sql.get("in_flight")
     if current:
         lines.append(
-            f"In flight: {_cut(current['sql'])} ({current['alias']}) "
+            f"In flight: {_cut(current['sql'])} ({one_line(str(current['alias']))}) "
             f"for {current['elapsed']:.1f} s"
         )
     for query in sql.get("in_flight_seen", [])[:3]:

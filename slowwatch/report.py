@@ -25,10 +25,13 @@ from slowwatch.core.sqlstats import finished_summary
 from slowwatch.core.states import label, verdict
 from slowwatch.render import one_line
 
-__all__ = ["SCHEMA_VERSION", "Report", "SourceFrame", "build_report"]
+__all__ = ["SCHEMA_VERSION", "UNRESOLVED", "Report", "SourceFrame", "build_report"]
 
 #: Version of the JSON document produced by :meth:`Report.to_dict`.
 SCHEMA_VERSION = 1
+#: What every request that resolved no URL is grouped under, by every reporter
+#: (:meth:`Report.where`, Prometheus's ``route`` label).
+UNRESOLVED = "(unresolved)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +99,18 @@ class Report:
     trace: dict[str, str] = field(default_factory=dict)
 
     def where(self) -> str:
-        """What alerts group by: the route pattern, else the view, else the path."""
+        """What alerts group by: the route pattern, else the view, else :data:`UNRESOLVED`.
+
+        A request that never resolved a URL (a middleware before routing was
+        slow, or the path matched nothing) has neither: grouping those by their
+        path would let anyone who asks for many distinct paths use up the alert
+        budget, and an attacker can make them all distinct. A resolved request
+        always has a view, so a route whose pattern is ``""`` (the site's root)
+        is grouped by its view, never with the unresolved ones.
+        """
         if self.route:
             return "/" + self.route.lstrip("/")
-        return self.view or self.url.split("?", 1)[0]
+        return self.view or UNRESOLVED
 
     def verdict(self) -> str:
         """Where the time went: shares from the profile, else the state at the snapshot."""

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
 
 from slowwatch.core.frames import Frame, Stack
-from slowwatch.core.records import Finished, RequestInfo, Snapshot
-from slowwatch.render import summary, text
-from slowwatch.report import SCHEMA_VERSION, build_report
+from slowwatch.core.profile import FrozenProfile
+from slowwatch.core.records import Finished, Lost, RequestInfo, Snapshot
+from slowwatch.render import headline, hottest, one_line, sql_lines, summary, text
+from slowwatch.report import SCHEMA_VERSION, UNRESOLVED, Report, build_report
 
 
 def snapshot(path: str = "/orders/", query: str = "") -> Snapshot:
-    frame = Frame(__file__, 11, "somewhere", __name__)
+    frame = Frame(__file__, snapshot.__code__.co_firstlineno, "somewhere", __name__)
     return Snapshot(
         kind="slow",
         report_id="abc",
@@ -25,6 +30,13 @@ def snapshot(path: str = "/orders/", query: str = "") -> Snapshot:
     )
 
 
+def snapshot_of(path: str = "/orders/", *, view: str, route: str, **more: Any) -> Snapshot:
+    """:func:`snapshot` of a request to ``path`` resolved (or not) as given."""
+    event = snapshot(path)
+    request = replace(event.request, view=view, route=route)
+    return replace(event, request=request, **more)
+
+
 def test_slow_report_text_is_a_summary_line_then_a_traceback():
     report = build_report(snapshot(query="q=1&password=hunter2"))
     written = text(report)
@@ -38,7 +50,8 @@ def test_slow_report_text_is_a_summary_line_then_a_traceback():
         rest[1]
         == "Stack of the request (most recent call last; 12 server frames above slowwatch hidden):"
     )
-    assert rest[2] == f'  File "{__file__}", line 11, in somewhere'
+    line = snapshot.__code__.co_firstlineno
+    assert rest[2] == f'  File "{__file__}", line {line}, in somewhere'
     assert rest[3] == '    def snapshot(path: str = "/orders/", query: str = "") -> Snapshot:'
 
 
@@ -88,3 +101,107 @@ def test_slow_report_carries_process_figures():
     assert set(figures["ctx_switches"]) == {"voluntary", "involuntary"}
     assert "Process: RSS " in text(report).splitlines()[1]
     assert report.to_dict()["process"]["figures"] == figures
+
+
+#: Every character that must not reach log text raw, and how it is shown.
+CONTROLS = {
+    "\x1b": "\\x1b",  # ESC: starts the terminal's escape sequences
+    "\x0b": "\\x0b",  # VT
+    "\x0c": "\\x0c",  # FF
+    "\x00": "\\x00",
+    "\t": "\\t",
+    "\x1e": "\\x1e",  # RS: str.splitlines() breaks on it
+    "\x7f": "\\x7f",  # DEL
+    "\x85": "\\x85",  # NEL
+    "\x9b": "\\x9b",  # CSI, the C1 form of ESC [
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+    "\r": "\\r",
+    "\n": "\\n",
+}
+EVIL = "".join(f"<{char}>" for char in CONTROLS)
+
+
+def assert_escaped(written: str) -> None:
+    assert not any(char in written for char in CONTROLS if char != "\n")
+    for shown in CONTROLS.values():
+        assert f"<{shown}>" in written
+
+
+def test_one_line_escapes_every_control_character_visibly():
+    assert one_line(EVIL) == "".join(f"<{shown}>" for shown in CONTROLS.values())
+    assert one_line("/café/ü€") == "/café/ü€"
+    assert one_line(one_line(EVIL)) == one_line(EVIL)
+    assert all(chr(c) not in one_line("".join(map(chr, range(0xA0)))) for c in range(0x20))
+    # Titles and subjects get spaces instead.
+    assert headline(f"a{EVIL}b", 200) == "a" + "< >" * len(CONTROLS) + "b"
+
+
+def test_control_characters_from_the_request_never_reach_the_log_raw():
+    sql = {
+        "count": 1,
+        "time": 0.1,
+        "in_flight": {"sql": f"SELECT '{EVIL}'", "alias": "default", "elapsed": 2.0},
+    }
+    report = build_report(snapshot_of(f"/x/{EVIL}", view="v", route="x/", sql=sql, state="db"))
+    written = text(report)
+    assert written.count("\n") + 1 == len(written.splitlines())  # no line ends but our own
+    assert_escaped(summary(report))
+    assert_escaped(sql_lines(report))
+    assert len(summary(report).splitlines()) == 1
+
+
+def test_locals_frames_and_hottest_lines_are_escaped():
+    # No NUL in a file name: no code object can have one.
+    evil_name = EVIL.replace("\x00", "")
+    frame = Frame(f"/srv/{evil_name}.py", 3, f"f{EVIL}", "m")
+    stack = Stack((frame,), 0, 0, locals=((("body", repr(EVIL)),),))
+    written = text(build_report(snapshot_of(view="v", route="r/", stack=stack)))
+    assert written.count("\n") + 1 == len(written.splitlines())
+    assert 'File "/srv/<\\x1b>' in written and "in f<\\x1b>" in written
+    assert "body = '<\\x1b>" in written
+    profile = FrozenProfile(
+        interval=0.01, samples=4, stacks=((((f"/a{evil_name}.py", "g", 1),), 4),)
+    )
+    finished = build_report(
+        Finished("abc", RequestInfo("GET", f"/{EVIL}"), 1, 2, 0.0, 0.5, 1.0, profile=profile)
+    )
+    assert "\\x1b" in hottest(finished) and "\x1b" not in hottest(finished)
+    assert_escaped(text(finished))
+
+
+def test_the_lost_notice_is_escaped():
+    lost = build_report(Lost("abc", RequestInfo(f"GET{EVIL}", f"/{EVIL}"), 1, "slow", "full"))
+    assert_escaped(text(lost))
+    assert len(text(lost).splitlines()) == 1
+
+
+def where(path: str = "/orders/7/", *, view: str = "", route: str = "") -> str:
+    return build_report(snapshot_of(path, view=view, route=route)).where()
+
+
+def test_alerts_group_by_route_then_view_then_one_unresolved_key():
+    assert where(view="shop.views.order", route="orders/<int:pk>/") == "/orders/<int:pk>/"
+    assert where(view="shop.views.order") == "shop.views.order"
+    # The site's root: route "" with a view is resolved, and grouped by its view.
+    assert where("/", view="shop.views.home", route="") == "shop.views.home"
+    # Never resolved (a slow middleware before routing, or a 404): one key for
+    # every path, which an attacker could otherwise make distinct at will.
+    keys = {where(f"/wp-admin/{i}.php") for i in range(25)}
+    assert keys == {UNRESOLVED}
+    assert where("/") == UNRESOLVED != where("/", view="shop.views.home")
+
+
+@pytest.mark.parametrize("kind", ["slow", "finished", "lost"])
+def test_unresolved_reports_of_every_kind_share_the_key(kind: str) -> None:
+    request = RequestInfo("GET", "/nowhere/", "token=1")
+    event: Snapshot | Finished | Lost
+    if kind == "slow":
+        event = snapshot_of("/nowhere/", view="", route="")
+    elif kind == "finished":
+        event = Finished("abc", request, 1, 2, 0.0, 0.5, 1.0)
+    else:
+        event = Lost("abc", request, 1, "slow", "full")
+    report: Report = build_report(event)
+    assert report.where() == UNRESOLVED
+    assert report.url.startswith("/nowhere/")  # the path is still in the report itself

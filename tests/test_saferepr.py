@@ -105,6 +105,59 @@ def test_secrets_are_masked_by_name_and_in_values():
     assert render({"QUERY_STRING": "token=1"}) == f"{{'QUERY_STRING': 'token={MASK}'}}"
 
 
+def test_bytes_get_the_same_redaction_as_text():
+    body = b"username=ops&password=CANARY-b1"
+    assert render(body) == repr(f"username=ops&password={MASK}".encode())
+    assert render(body.decode()) == repr(f"username=ops&password={MASK}")
+    assert "CANARY" not in render({"body": b'{"api_key": "CANARY-b2"}'})
+    assert render(b"\xff" + b"x=1") == repr(b"\xffx=1")
+
+
+def test_pairs_with_a_secret_name_lose_their_second_item():
+    headers = [
+        ("Content-Type", "text/plain"),
+        ("Cookie", "sessionid=CANARY-p1"),
+        ("X-Api-Key", "CANARY-p2"),
+        ["authorization", "Basic CANARY-p3"],
+        (b"X-Auth-Token", b"CANARY-p4"),
+    ]
+    shown = render(headers)
+    assert "CANARY" not in shown
+    assert shown.startswith(f"[('Content-Type', 'text/plain'), ('Cookie', {MASK}), ")
+    assert f"['authorization', {MASK}]" in shown and f"(b'X-Auth-Token', {MASK})" in shown
+    assert render(("password", "CANARY-p5")) == f"('password', {MASK})"
+    assert render({b"token": b"CANARY-p6"}) == f"{{b'token': {MASK}}}"
+    # Not a pair: three items, or a first item that names no secret.
+    assert render(("key", "a", "b")) == "('key', 'a', 'b')"
+    assert render(("name", "bob")) == "('name', 'bob')"
+
+
+def test_secrets_in_text_are_masked_whatever_the_variable_is_called():
+    assert render("postgres://bob:CANARY-t1@db/app") == f"'postgres://bob:{MASK}@db/app'"
+    assert render("theme=dark; sessionid=CANARY-t2") == f"'theme=dark; sessionid={MASK}'"
+    assert render('{"password": "CANARY-t3"}') == repr(f'{{"password": "{MASK}"}}')
+    assert render({"RAW_URI": "/a/?token=CANARY-t4"}) == f"{{'RAW_URI': '/a/?token={MASK}'}}"
+    # The userinfo of a URL cut at the read limit, before its "@".
+    cut = " " * (saferepr.READ - 20) + "postgres://bob:CANARY-t5-" + "x" * 40
+    assert "CANARY" not in render(cut)
+
+
+def test_items_past_what_is_shown_are_not_rendered(monkeypatch):
+    seen: list[str] = []
+    real = saferepr.redact_text
+
+    def counting(text: str, *, cut: bool = False) -> str:
+        seen.append(text)
+        return real(text, cut=cut)
+
+    monkeypatch.setattr(saferepr, "redact_text", counting)
+    long = "y" * 2000
+    shown = render([[long] * 10] * 10)
+    assert len(shown) == saferepr.MAX_VALUE and shown.endswith("…")
+    assert len(seen) == 1  # the first string fills the line; the other 99 are cut unseen
+    assert render([long, long]) == saferepr._cut(repr([long, long]))
+
+
 def test_a_dict_changing_while_it_is_read():
     shared = {i: i for i in range(5)}
     stop = threading.Event()

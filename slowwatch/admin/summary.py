@@ -18,6 +18,7 @@ from django.db.models import Aggregate, Count, F, FloatField, Max, Q, QuerySet, 
 from django.utils import timezone
 
 from slowwatch.models import SlowRequest
+from slowwatch.report import UNRESOLVED
 
 #: (query value, label, length) of the windows the page offers.
 WINDOWS = (
@@ -58,7 +59,7 @@ class Endpoint:
 
     @property
     def label(self) -> str:
-        return self.route or "(unresolved)"
+        return self.route or UNRESOLVED
 
 
 def window(value: str | None) -> tuple[str, timedelta]:

@@ -7,15 +7,17 @@ bounded in length, breadth and depth. Anything else, a QuerySet, a lazy
 object, a model instance, becomes ``<module.Class at 0x...>``: its
 ``__repr__``, ``__str__``, ``__len__``, ``__iter__`` and properties are never
 called, so nothing is evaluated and no query runs. Secrets are masked by name
-(:mod:`slowwatch.core.redact`), and query strings inside values lose their secret
-parameters.
+(:mod:`slowwatch.core.redact`): a dict's secret keys, and the second item of a
+pair whose first is a secret name (``("Cookie", "…")`` from
+``request.headers.items()``). Text and bytes are masked by what they hold:
+credentials, a URL's password, secret ``name=value`` pairs (query strings,
+Cookie headers, a form body) and ``"name": value`` pairs (JSON).
 """
 
 from __future__ import annotations
 
 import datetime
 import enum
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from itertools import islice
 from types import FrameType
 from typing import Any
 
-from slowwatch.core.redact import MASK, is_secret, redact_query
+from slowwatch.core.redact import MASK, is_secret, redact_bytes, redact_query, redact_text
 
 SCALARS = (
     type(None),
@@ -44,8 +46,11 @@ BREADTH = 10
 #: Wall time one capture may take before the remaining values are skipped.
 BUDGET = 0.05
 
-_QUERY = re.compile(r"^[^\s=&?#]+=[^\s&]*(?:[&;][^\s=&]+=[^\s&]*)+$")
-_CREDENTIALS = re.compile(r"^\s*(?:bearer|basic|token|digest)\s+\S", re.IGNORECASE)
+#: How much of a text or bytes value is read and redacted: more than is shown,
+#: so that what is masked shortens the text rather than letting the unread part in.
+READ = MAX_VALUE * 4
+#: Keys of WSGI's environ (request.META) whose value is a URL with a query string.
+_URI_KEYS = frozenset({"RAW_URI", "REQUEST_URI"})
 
 _type_name = type.__dict__["__qualname__"].__get__
 _type_module = type.__dict__["__module__"].__get__
@@ -61,19 +66,38 @@ def opaque(value: object) -> str:
     return f"<{name} at {id(value):#x}>"
 
 
-def _text(value: str, key: str = "") -> str:
-    if _CREDENTIALS.match(value):
-        return MASK
-    if key.upper() in ("QUERY_STRING", "RAW_URI", "REQUEST_URI") or _QUERY.match(value):
-        value = redact_query(value.split("?", 1)[-1]) if "?" in value else redact_query(value)
-    elif "?" in value and "=" in value:
+def _text(value: str, key: str, cut: bool) -> str:
+    # Named as a query string, a value is redacted as one even when it does not
+    # look like one ("token=1" alone).
+    name = key.upper()
+    if name == "QUERY_STRING":
+        value = redact_query(value)
+    elif name in _URI_KEYS and "?" in value:
         head, _, query = value.partition("?")
         value = f"{head}?{redact_query(query)}"
-    return value
+    return redact_text(value, cut=cut)
+
+
+def _secret_name(value: object) -> bool:
+    """Whether ``value`` is text (or bytes) naming a secret: a dict key, a pair's first item."""
+    if type(value) is str:
+        return is_secret(value[:256])
+    if type(value) is bytes:
+        return is_secret(value[:256].decode("latin-1"))
+    return False
 
 
 def _cut(text: str) -> str:
     return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
+
+
+def _full(parts: list[str]) -> bool:
+    """Whether the items rendered so far already fill what :func:`_cut` keeps.
+
+    The items after them would be cut away unseen, so they are not rendered:
+    each string costs its redaction, and nested containers multiply that.
+    """
+    return sum(len(part) + 2 for part in parts) >= MAX_VALUE
 
 
 def render(
@@ -82,10 +106,12 @@ def render(
     """A bounded, side-effect-free rendering of ``value``."""
     kind = type(value)
     if kind is str:
-        text = _text(value[: MAX_VALUE * 4], key)  # type: ignore[index]
-        return text if text is MASK else _cut(repr(text))
+        cut = len(value) > READ  # type: ignore[arg-type]
+        text = _text(value[:READ], key, cut)  # type: ignore[index]
+        return text if text == MASK else _cut(repr(text))
     if kind is bytes:
-        return _cut(repr(value[:MAX_VALUE]))  # type: ignore[index]
+        cut = len(value) > READ  # type: ignore[arg-type]
+        return _cut(repr(redact_bytes(value[:READ], cut=cut)))  # type: ignore[index]
     if kind is int:
         if value.bit_length() > 256:  # type: ignore[attr-defined]
             return f"<int of {value.bit_length()} bits>"  # type: ignore[attr-defined]
@@ -116,18 +142,31 @@ def _container(value: Any, depth: int, seen: frozenset[int]) -> str:
         return "<changed during capture>"
     more = "…" if len(items) > BREADTH else ""
     items = items[:BREADTH]
+    parts: list[str] = []
     if type(value) is dict:
-        parts = []
         for k, v in items:
             name = k if type(k) is str else ""
-            shown = MASK if name and is_secret(name) else render(v, name, depth, seen)
+            shown = MASK if _secret_name(k) else render(v, name, depth, seen)
             parts.append(f"{render(k, '', 0, seen)}: {shown}")
-        body, brackets = ", ".join(parts), "{}"
+            if _full(parts):
+                break
+        brackets = "{}"
+    elif type(value) in (list, tuple) and len(items) == 2 and _secret_name(items[0]):
+        # A (name, value) pair: request.headers.items(), a cookie jar, a form's
+        # fields. Only an exact list or tuple: a namedtuple's items mean something else.
+        parts = [render(items[0], "", depth, seen), MASK]
+        brackets = "[]" if type(value) is list else "()"
     else:
-        body = ", ".join(render(v, "", depth, seen) for v in items)
+        for v in items:
+            parts.append(render(v, "", depth, seen))
+            if _full(parts):
+                break
         brackets = "[]" if type(value) is list else "()" if type(value) is tuple else "{}"
-        if type(value) is tuple and len(items) == 1 and not more:
-            body += ","
+    if len(parts) < len(items):
+        more = "…"
+    body = ", ".join(parts)
+    if type(value) is tuple and len(items) == 1 and not more:
+        body += ","
     if more:
         body = f"{body}, {more}" if body else more
     return _cut(f"{brackets[0]}{body}{brackets[1]}")

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from slowwatch import runtime
-from slowwatch.report import Report
+from slowwatch.report import UNRESOLVED, Report
 from slowwatch.reporters.base import Reporter
 
 __all__ = ["PrometheusReporter"]
@@ -91,7 +91,7 @@ class PrometheusReporter(Reporter):
     def handle(self, report: Report) -> None:
         m = self.metrics
         labels = {
-            "route": report.route or report.view or "(unresolved)",
+            "route": report.route or report.view or UNRESOLVED,
             "method": report.method if report.method in METHODS else "other",
         }
         if report.kind == "slow":

@@ -50,7 +50,7 @@ __all__ = ["SentryReporter"]
 
 #: Sentry's limit for a tag value; longer ones are dropped by Sentry, not cut.
 TAG_MAX = 200
-#: Longest message; the route fallback is the request path, which anyone can make long.
+#: Longest message; a view's dotted path can be long.
 MESSAGE_MAX = 500
 #: Source lines around each frame when the SDK's options do not say.
 CONTEXT_LINES = 5
@@ -251,7 +251,8 @@ def build_event(
         "fingerprint": ["slowwatch", report.method, route],
         "transaction": route,
         "transaction_info": {
-            "source": "route" if report.route else "component" if report.view else "url"
+            # Unresolved requests share one name (not their path): "custom".
+            "source": "route" if report.route else "component" if report.view else "custom"
         },
         "tags": {
             "route": headline(route, TAG_MAX),

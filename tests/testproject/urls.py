@@ -24,6 +24,7 @@ urlpatterns = [
     path("with-locals/", views.with_locals, name="with-locals"),
     path("whoami/", views.whoami, name="whoami"),
     path("sign-in/", views.sign_in, name="sign-in"),
+    path("holds-secrets/", views.holds_secrets, name="holds-secrets"),
     # Any path at all, slow: attacker-chosen paths reach the reports.
     re_path(r"^anything/", views.sleep, name="anything"),
     path("exempt/", views.exempt, name="exempt"),

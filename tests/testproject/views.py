@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -209,3 +210,22 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     api_key = request.headers.get("X-Api-Key", "")
     time.sleep(_seconds(request, 0.5))  # the slow sign-in line
     return JsonResponse({"ok": bool(password and api_key)})
+
+
+#: Canaries the view below holds itself (the others come with the request).
+JSON_CANARY = "c4n4ry-json-7d31"
+DSN_CANARY = "c4n4ry-dsn-52e8"
+
+
+@csrf_exempt
+def holds_secrets(request: HttpRequest) -> HttpResponse:
+    """Holds secrets in locals with harmless names while it is slow (tests/test_secrets.py).
+
+    The names say nothing secret, so only what the values look like can mask them.
+    """
+    body = request.body
+    headers = list(request.headers.items())
+    payload = json.dumps({"user": "bob", "password": JSON_CANARY})
+    dsn = f"postgres://bob:{DSN_CANARY}@db.example/app"
+    time.sleep(_seconds(request, 0.8))
+    return JsonResponse({"held": [len(body), len(headers), len(payload), len(dsn)]})
