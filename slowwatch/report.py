@@ -28,7 +28,7 @@ from slowwatch.render import one_line
 __all__ = ["SCHEMA_VERSION", "UNRESOLVED", "Report", "SourceFrame", "build_report"]
 
 #: Version of the JSON document produced by :meth:`Report.to_dict`.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: What every request that resolved no URL is grouped under, by every reporter
 #: (:meth:`Report.where`, Prometheus's ``route`` label).
 UNRESOLVED = "(unresolved)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from slowwatch.core.export import SPEEDSCOPE_SCHEMA, collapsed, speedscope
-from slowwatch.core.profile import Profile
+from slowwatch.core.profile import FrozenProfile, Profile
 
 A = (("app/views.py", "view", 10), ("app/db.py", "query", 20))
 B = (("app/views.py", "view", 12), ("lib/x.py", "spin", 5))
@@ -75,9 +75,37 @@ def test_the_json_form_has_a_byte_cap():
     for i in range(3000):
         profile.add(((f"/srv/app/module_{i}.py", "function_with_a_long_name", i),))
     doc = profile.frozen().to_dict()
-    assert len(json.dumps(doc["stacks"])) <= 64 * 1024
-    assert doc["stacks_left_out"] > 0
-    assert len(doc["stacks"]) + doc["stacks_left_out"] == 3000
+    assert len(json.dumps([doc["frames"], doc["stacks"]])) <= 64 * 1024
+    # Stacks of one frame have no caller to merge into: they are left out, and said so.
+    assert doc["samples_left_out"] > 0
+    kept = sum(stack["count"] for stack in doc["stacks"])
+    assert kept + doc["samples_left_out"] == doc["samples"] == 3000
+
+
+def test_deep_stacks_keep_every_sample_within_the_cap():
+    """Like a real application's: ~90 frames deep, the outer 80 shared."""
+    profile = Profile(interval=0.05, max_samples=100_000)
+    outer = [(f"/venv/site-packages/framework/layer_{d}.py", f"handler_{d}", d) for d in range(80)]
+    for i in range(600):
+        inner = [(f"/srv/app/views_{i % 50}.py", f"step_{i}_{d}", 10 + d) for d in range(9)]
+        profile.add(tuple(outer + inner))
+    frozen = profile.frozen()
+    doc = frozen.to_dict()
+    # As stored: without spaces (the database reporter's encoding).
+    assert len(json.dumps(doc, separators=(",", ":"))) <= 65 * 1024
+    assert doc["samples_left_out"] == 0
+    assert 0 < doc["samples_merged"] <= 600
+    assert sum(stack["count"] for stack in doc["stacks"]) == doc["samples"] == 600
+    back = FrozenProfile.from_dict(doc)
+    assert back.samples == 600
+    # The frames the stacks share still hold every sample.
+    [(frame, share)] = back.hottest_functions(1, where=lambda name: "framework" in name)
+    assert frame[1] == "handler_0" and share == 1.0
+
+
+def test_a_stored_profile_of_schema_1_still_reads():
+    old = {"interval": 0.05, "stacks": [{"frames": [["/srv/a.py", "f", 1]], "count": 3}]}
+    assert FrozenProfile.from_dict(old).stacks == (((("/srv/a.py", "f", 1),), 3),)
 
 
 def test_the_projects_hottest_functions_count_inclusively():

@@ -45,7 +45,11 @@ def flame(obj: SlowRequest) -> dict[str, Any]:
     ]
     profile = obj.profile if isinstance(obj.profile, dict) else {}
     interval = profile.get("interval")
+    merged, left_out = profile.get("samples_merged"), profile.get("samples_left_out")
     return {
+        # What the stored profile had to give up to fit its cap, if anything.
+        "samples_merged": merged if isinstance(merged, int) and merged > 0 else 0,
+        "samples_left_out": left_out if isinstance(left_out, int) and left_out > 0 else 0,
         "flame": graph,
         "flame_boxes": boxes,
         "flame_height": graph.height(ROW),

@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from slowwatch.core.frames import frame_kind
+from slowwatch.core.profile import frame_of
 
 #: Frames merged into the tree at most; the stacks past it still count in the total.
 MAX_FRAMES = 500_000
@@ -63,6 +64,7 @@ def layout(
     """Boxes of ``profile`` (its JSON form), widest kept first, sorted by row then x."""
     data = profile if isinstance(profile, dict) else {}
     stacks = data.get("stacks")
+    table = data.get("frames")
     root, total, nodes, budget = _Node(), 0.0, 0, MAX_FRAMES
     for stack in stacks if isinstance(stacks, list) else ():
         count = _count(stack.get("count")) if isinstance(stack, dict) else 0.0
@@ -71,7 +73,7 @@ def layout(
         node = root
         # A stack is drawn down to its first invalid frame (the outer ones still hold).
         for item in frames[: max(0, min(max_depth, budget))] if isinstance(frames, list) else ():
-            frame = _frame(item)
+            frame = _frame(frame_of(item, table))
             if frame is None:
                 break
             budget -= 1

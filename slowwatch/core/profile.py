@@ -18,6 +18,9 @@ from typing import Any
 
 from slowwatch.core.frames import Frame, is_project_file
 
+#: Most bytes of JSON a stored profile takes (see :meth:`FrozenProfile.to_dict`).
+MAX_BYTES = 64 * 1024
+
 #: A sampled stack, outermost call first: ``(filename, function, lineno)`` per frame.
 Key = tuple[tuple[str, str, int], ...]
 
@@ -90,9 +93,11 @@ class FrozenProfile:
         doc = doc if isinstance(doc, dict) else {}
         stacks: list[tuple[Key, int]] = []
         raw_stacks = doc.get("stacks")
+        table = doc.get("frames")
         for entry in raw_stacks if isinstance(raw_stacks, list) else ():
             try:
-                key = tuple((str(f), str(fn), int(no)) for f, fn, no in entry["frames"])
+                frames: list[Any] = [frame_of(item, table) for item in entry["frames"]]
+                key = tuple((str(f), str(fn), int(no)) for f, fn, no in frames)
                 count = int(entry["count"])
             except (TypeError, ValueError, KeyError):
                 continue
@@ -153,20 +158,36 @@ class FrozenProfile:
             for (filename, function), c in inclusive.most_common(n)
         ]
 
-    def to_dict(self, max_bytes: int = 64 * 1024) -> dict[str, Any]:
-        """The JSON form; stacks past ``max_bytes`` of JSON are left out, hottest kept."""
-        stacks: list[dict[str, Any]] = [
-            {"frames": list(map(list, key)), "count": count} for key, count in self.stacks
-        ]
-        # Usually under the cap: measured once, entry by entry only when over.
-        if len(json.dumps(stacks)) > max_bytes:
-            kept, size = [], 2
-            for entry in stacks:
-                size += len(json.dumps(entry)) + 2
-                if size > max_bytes:
-                    break
-                kept.append(entry)
-            stacks = kept
+    def to_dict(self, max_bytes: int = MAX_BYTES) -> dict[str, Any]:
+        """The JSON form, at most about ``max_bytes`` of it, covering every sample.
+
+        Each distinct frame is written once, in ``frames``; a stack lists the
+        indices of its frames. When that is still too big, the coldest stacks
+        are merged into their callers (their innermost frame dropped, their
+        samples kept) until it fits: ``samples_merged`` says how many samples
+        lost their innermost frames so, ``samples_left_out`` how many could
+        not be kept at all (a stack of one frame merges into nothing).
+        """
+        stacks: dict[Key, int] = dict(self.stacks)
+        #: Samples still at their whole depth, by stack.
+        intact = dict(stacks)
+        left_out = 0
+        while True:
+            table, encoded = _encode(stacks)
+            size = len(json.dumps([table, encoded], separators=(",", ":")))
+            if size <= max_bytes or not stacks:
+                break
+            # The coldest tenth (at least one), the deepest first among equals.
+            order = sorted(stacks.items(), key=lambda kv: (kv[1], -len(kv[0])))
+            for key, count in order[: max(1, len(order) // 10)]:
+                del stacks[key]
+                intact.pop(key, None)
+                if len(key) > 1:
+                    parent = key[:-1]
+                    stacks[parent] = stacks.get(parent, 0) + count
+                else:
+                    left_out += count
+        merged = sum(stacks.values()) - sum(intact.get(key, 0) for key in stacks)
         return {
             "interval": self.interval,
             "samples": self.samples,
@@ -174,6 +195,33 @@ class FrozenProfile:
             "throttled": self.throttled,
             "states": dict(self.states),
             "cpu_time": self.cpu_time,
-            "stacks": stacks,
-            "stacks_left_out": len(self.stacks) - len(stacks),
+            "frames": table,
+            "stacks": encoded,
+            "samples_merged": merged,
+            "samples_left_out": left_out,
         }
+
+
+def _encode(stacks: dict[Key, int]) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """A frame table and the stacks as indices into it, hottest stack first."""
+    index: dict[tuple[str, str, int], int] = {}
+    table: list[list[Any]] = []
+    encoded = []
+    for key, count in sorted(stacks.items(), key=lambda kv: -kv[1]):
+        refs = []
+        for frame in key:
+            found = index.get(frame)
+            if found is None:
+                found = index[frame] = len(table)
+                table.append(list(frame))
+            refs.append(found)
+        encoded.append({"frames": refs, "count": count})
+    return table, encoded
+
+
+def frame_of(item: object, table: object) -> object:
+    """A stored stack's frame: an index into the profile's frame table (schema
+    2), or the ``[filename, function, line]`` itself (schema 1)."""
+    if type(item) is int and isinstance(table, list) and 0 <= item < len(table):
+        return table[item]
+    return item
