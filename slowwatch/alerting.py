@@ -30,8 +30,9 @@ from slowwatch.core.errors import errors as process_errors
 
 __all__ = ["CircuitBreaker", "Decision", "RateLimit"]
 
-#: A shared cache slower than this (seconds) for one check is left alone for a while.
-SLOW_CACHE = 0.5
+#: A shared cache slower than this (seconds) for one check is left alone for a
+#: while: far above what a loaded worker waits for a healthy one.
+SLOW_CACHE = 2.0
 #: How long a count of held-back alerts is kept waiting for the next alert.
 DIGEST_TTL = 24 * 3600
 

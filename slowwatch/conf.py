@@ -155,7 +155,15 @@ class Settings:
                 lines = "\n".join(f"  {p.id}: {p.msg}" for p in problems)
                 raise ImproperlyConfigured(f"Invalid SLOWWATCH setting:\n{lines}")
             # validate() has checked it is a mapping (E001).
-            self._values = {**DEFAULTS, **cast(Mapping[str, Any], raw)}
+            project = cast(Mapping[str, Any], raw)
+            # dogslow's settings fill in what SLOWWATCH leaves out. The
+            # translation never replaces a key SLOWWATCH sets (it extends
+            # REPORTERS and EMAIL), and takes only values that keep the whole
+            # valid: an unusable one is skipped with its own warning.
+            from slowwatch.dogslow import found_settings, translate
+
+            overlay = translate(project, found_settings()).values
+            self._values = {**DEFAULTS, **project, **overlay}
         return self._values
 
     @property
