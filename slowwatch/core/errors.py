@@ -141,19 +141,34 @@ class InternalLog:
         while True:
             self._wake.wait()
             self._wake.clear()
-            while self._pending:
-                self._busy = True
+            self._drain()
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._busy = True
+            try:
                 level, message, args = self._pending.popleft()
-                try:
-                    self._log.log(level, message, *args)
-                except Exception:
-                    # A handler or filter that raises: logging lets it through.
-                    self.lost += 1
-                finally:
-                    self._busy = False
+            except IndexError:  # another thread took the last one
+                self._busy = False
+                return
+            try:
+                self._log.log(level, message, *args)
+            except Exception:
+                # A handler or filter that raises: logging lets it through.
+                self.lost += 1
+            finally:
+                self._busy = False
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every message put aside was handed to logging; False on timeout."""
+        """Wait until every message put aside was handed to logging; False on timeout.
+
+        Without a log thread (none could be started: the interpreter is
+        exiting) the caller logs them itself.
+        """
+        thread = self._thread
+        if thread is None or not thread.is_alive() or self._pid != os.getpid():
+            self._drain()
+            return True
         deadline = time.monotonic() + timeout
         while self._pending or self._busy:
             if time.monotonic() >= deadline:
