@@ -25,6 +25,7 @@ __all__ = [
     "hottest",
     "one_line",
     "process_line",
+    "seconds",
     "sql_lines",
     "summary",
     "text",
@@ -86,26 +87,26 @@ def _summary(report: Report) -> str:
         )
     if report.kind == "still_slow":
         return (
-            f"Still slow: {report.method} {url}{view} running for {report.elapsed:.2f} s "
+            f"Still slow: {report.method} {url}{view} running for {seconds(report.elapsed)} "
             f"(threshold {report.threshold:g} s)"
         )
     if report.kind == "killed":
         return (
             f"Killed: {report.method} {url}{view} was still running after "
-            f"{report.elapsed:.2f} s when its worker was terminated "
+            f"{seconds(report.elapsed)} when its worker was terminated "
             f"(threshold {report.threshold:g} s)"
         )
     if report.kind == "finished":
         outcome = report.exception or (str(report.status_code) if report.status_code else "?")
         return (
             f"Slow request finished: {report.method} {url}{view} -> {outcome} "
-            f"in {report.elapsed:.2f} s (threshold {report.threshold:g} s)"
+            f"in {seconds(report.elapsed)} (threshold {report.threshold:g} s)"
         )
     thread = (
         f"{report.thread_name} ({report.thread_id})" if report.thread_name else report.thread_id
     )
     return (
-        f"Slow request: {report.method} {url}{view} running for {report.elapsed:.2f} s, "
+        f"Slow request: {report.method} {url}{view} running for {seconds(report.elapsed)}, "
         f"threshold {report.threshold:g} s, pid {report.pid}, thread {thread}, "
         f"taken {report.late_by * 1000:.0f} ms after the deadline"
     )
@@ -149,7 +150,7 @@ def hottest(report: Report, n: int = 5) -> str:
     every = f"every {profile.interval * 1000:g} ms"
     notes = [f"{profile.samples} samples {every}"]
     if profile.cpu_time is not None:
-        notes.append(f"{profile.cpu_time:.2f} s of CPU")
+        notes.append(f"{seconds(profile.cpu_time)} of CPU")
     if profile.decimated:
         notes.append("thinned out past the sample limit")
     if profile.throttled:
@@ -168,23 +169,45 @@ def hottest(report: Report, n: int = 5) -> str:
     return "\n".join(lines)
 
 
+def seconds(value: float) -> str:
+    """A duration as every text form shows one: ``0.84 s``, ``12.3 s``, ``754 s``."""
+    value = max(0.0, value)
+    if value < 10:
+        return f"{value:.2f} s"
+    return f"{value:.1f} s" if value < 100 else f"{value:.0f} s"
+
+
+def _queries(count: int) -> str:
+    return "1 query" if count == 1 else f"{count} queries"
+
+
+#: Statements quicker than this are not worth a line of "Slowest".
+SLOWEST_FLOOR = 0.01
+
+
 def sql_lines(report: Report) -> str:
     """Lines about the database, each starting with a newline ("" when none)."""
     sql = report.sql
     if not sql or not sql.get("count") and not sql.get("in_flight"):
         return ""
     done = "so far" if report.kind != "finished" else "in all"
-    lines = [f"SQL {done}: {sql['count']} queries, {sql['time']:.2f} s"]
+    count = int(sql.get("count") or 0)
     current = sql.get("in_flight")
+    if count:
+        lines = [f"SQL {done}: {_queries(count)} finished, {seconds(sql['time'])}"]
+    else:
+        lines = [f"SQL {done}: no query finished yet"]
     if current:
         lines.append(
-            f"In flight: {_cut(current['sql'])} ({one_line(str(current['alias']))}) "
-            f"for {current['elapsed']:.1f} s"
+            f"In flight for {seconds(current['elapsed'])} on database "
+            f"'{one_line(str(current['alias']))}': {_cut(current['sql'])}"
         )
     for query in sql.get("in_flight_seen", [])[:3]:
-        lines.append(f"Seen in flight for {query['elapsed']:.1f} s: {_cut(query['sql'])}")
+        if query["elapsed"] >= SLOWEST_FLOOR:
+            lines.append(f"Seen in flight for {seconds(query['elapsed'])}: {_cut(query['sql'])}")
     for query in sql.get("slowest", [])[:3]:
-        lines.append(f"Slowest {query['slowest']:.2f} s: {_cut(query['sql'])}")
+        if query["slowest"] >= SLOWEST_FLOOR:
+            lines.append(f"Slowest, {seconds(query['slowest'])}: {_cut(query['sql'])}")
     for query in sql.get("repeated", [])[:3]:
         lines.append(f"Repeated x{query['count']} (N+1?): {_cut(query['sql'])}")
     return "".join(f"\n{line}" for line in lines)

@@ -152,7 +152,7 @@ def test_a_query_waiting_in_postgresql_is_in_flight(server):
     [report] = server.reports(1, waiting("slow"))
     doc = report["slowwatch"]
     assert doc["sql"]["in_flight"]["sql"] == "SELECT pg_sleep(?)"
-    assert "In flight: SELECT pg_sleep(?) (pg)" in report["message"]
+    assert "on database 'pg': SELECT pg_sleep(?)" in report["message"]
     [done] = server.reports(1, waiting("finished"))
     states = done["slowwatch"]["profile"]["states"]
     assert max(states, key=states.__getitem__) == "db"

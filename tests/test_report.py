@@ -205,3 +205,35 @@ def test_unresolved_reports_of_every_kind_share_the_key(kind: str) -> None:
     report: Report = build_report(event)
     assert report.where() == UNRESOLVED
     assert report.url.startswith("/nowhere/")  # the path is still in the report itself
+
+
+def test_sql_lines_read_as_an_operator_expects():
+    from slowwatch.render import seconds, sql_lines
+
+    base = build_report(snapshot())
+    in_flight = {"sql": "SELECT ?", "alias": "default", "elapsed": 0.8}
+    first = replace(base, sql={"count": 0, "time": 0.0, "in_flight": in_flight})
+    assert sql_lines(first).splitlines()[1:] == [
+        "SQL so far: no query finished yet",
+        "In flight for 0.80 s on database 'default': SELECT ?",
+    ]
+    done = replace(
+        base,
+        kind="finished",
+        sql={
+            "count": 1,
+            "time": 2.02,
+            "in_flight_seen": [{"sql": "SELECT ?", "alias": "default", "elapsed": -0.0}],
+            "slowest": [{"sql": "SELECT ?", "slowest": 2.02}, {"sql": "SELECT 1", "slowest": 0.0}],
+        },
+    )
+    assert sql_lines(done).splitlines()[1:] == [
+        "SQL in all: 1 query finished, 2.02 s",
+        "Slowest, 2.02 s: SELECT ?",
+    ]
+    assert [seconds(x) for x in (-0.0, 0.5, 12.345, 754.2)] == [
+        "0.00 s",
+        "0.50 s",
+        "12.3 s",
+        "754 s",
+    ]

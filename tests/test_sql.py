@@ -67,11 +67,14 @@ def test_a_slow_query_is_reported_in_flight(collected):
     current = slow.sql["in_flight"]
     assert current["sql"].startswith("WITH RECURSIVE n(i) AS (SELECT ? UNION ALL")
     assert current["alias"] == "default" and current["elapsed"] >= 0.25
-    assert "In flight: WITH RECURSIVE" in text(slow)
+    written = text(slow)
+    assert "\nSQL so far: no query finished yet\n" in written
+    assert "on database 'default': WITH RECURSIVE" in written
     [done] = reports(collected, "finished")
     assert done.sql["count"] == 1 and done.sql["time"] > 0.3
     assert done.sql["in_flight_seen"][0]["sql"] == current["sql"]
     assert "3000000" not in sql_lines(slow) + sql_lines(done)  # parameters never kept
+    assert "\nSQL in all: 1 query finished, " in sql_lines(done)
 
 
 @pytest.mark.django_db
@@ -90,7 +93,8 @@ def test_a_query_waiting_in_postgresql(collected):
     [slow] = reports(collected, "slow")
     current = slow.sql["in_flight"]
     assert current == {**current, "sql": "SELECT pg_sleep(?)", "alias": "pg"}
-    assert "In flight: SELECT pg_sleep(?) (pg) for 0." in text(slow)
+    assert "In flight for 0." in text(slow)
+    assert "s on database 'pg': SELECT pg_sleep(?)" in text(slow)
     [done] = reports(collected, "finished")
     states = dict(done.profile.states)
     assert max(states, key=states.__getitem__) == "db", states
