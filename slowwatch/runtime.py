@@ -69,6 +69,9 @@ _watchdog: Watchdog | None = None
 _dispatcher: Dispatcher[Record] | None = None
 _reporters: list[Reporter] | None = None
 _sinks: list[tuple[Reporter, Dispatcher[Report]]] | None = None
+#: Monotonic time by which a shutdown under way must be over: a second one (the
+#: interpreter's exit after a server's exit hook) gets no more time than that.
+_exit_deadline: float | None = None
 
 
 def lost(record: Record) -> Lost | None:
@@ -293,13 +296,21 @@ def shutdown(timeout: float) -> None:
     The sinks drain side by side, each on its own thread: one that hangs
     costs the others nothing, and the whole stop takes ``timeout`` at most.
     """
+    global _exit_deadline
     deadline = time.monotonic() + timeout
+    if _exit_deadline is not None:
+        deadline = min(deadline, _exit_deadline)
+    _exit_deadline = deadline
     queue = _dispatcher
     if queue is not None:
-        queue.stop(timeout)
-    for _, sink in _sinks or ():
+        # The records still queued become reports, handed to every sink.
+        queue.stop(max(0.0, deadline - time.monotonic()))
+    sinks = list(_sinks or ())
+    for _, sink in sinks:
+        sink.close()  # a report that arrives now is dropped, counted
+    for _, sink in sinks:
         sink.flush(max(0.0, deadline - time.monotonic()))
-    for _, sink in _sinks or ():
+    for _, sink in sinks:
         sink.stop(0.0)
 
 

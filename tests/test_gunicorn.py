@@ -113,8 +113,8 @@ def test_a_request_slow_in_two_places_shows_both_in_its_profile(server):
     assert server.get("/phases/?a=1&b=1")[0] == 200
     [done] = server.reports(1, slow("finished"))
     profile = done["slowwatch"]["profile"]
-    # Frames are [file, function, line]; time.sleep is C, so the leaf is the phase.
-    leaves = {stack["frames"][-1][1] for stack in profile["stacks"]}
+    # A stack lists indices into the frames table; time.sleep is C, so the leaf is the phase.
+    leaves = {profile["frames"][stack["frames"][-1]][1] for stack in profile["stacks"]}
     assert leaves == {"phase_one", "phase_two"}
     assert profile["samples"] >= 20
     assert "# phase one" in done["message"] and "# phase two" in done["message"]

@@ -193,6 +193,13 @@ class Dispatcher(Generic[T]):
                 lambda: not self._items and not self._lost and not self._busy, timeout
             )
 
+    def close(self) -> None:
+        """Take nothing more (counted ``dropped:shutdown``); what is queued is
+        still delivered."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
     def stop(self, timeout: float = 2.0) -> None:
         """Deliver what is queued within ``timeout``, drop the rest, end the thread."""
         deadline = time.monotonic() + timeout
