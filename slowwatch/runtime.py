@@ -190,8 +190,9 @@ def sinks() -> Sequence[tuple[Reporter, Dispatcher[Report]]]:
                 maxsize=settings.queue_size,
                 errors=errors,
                 exit_timeout=None,
-                # A reporter written without the base class may lack idle().
+                # A reporter written without the base class may lack these.
                 on_idle=getattr(reporter, "idle", None),
+                on_exit=getattr(reporter, "close", None),
             )
             made.append((reporter, queue))
         found = _sinks = made

@@ -52,8 +52,12 @@ class Dispatcher(Generic[T]):
         exit_timeout: float | None = 2.0,
         on_drop: Callable[[T], T | None] | None = None,
         on_idle: Callable[[], object] | None = None,
+        on_exit: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
+        #: Run on the thread as it ends: what it holds (a database connection
+        #: is the thread's own) is released by the thread itself.
+        self._on_exit = on_exit
         self.label = label or name
         self._deliver = deliver
         self._on_drop = on_drop
@@ -143,13 +147,16 @@ class Dispatcher(Generic[T]):
             with cond:
                 while not self._items and not self._lost and not self._stopping:
                     cond.wait()
-                if self._lost:
-                    item = self._lost.popleft()
-                elif self._items:
-                    item = self._items.popleft()
-                else:
-                    return
-                self._busy = True
+                queue = self._lost or self._items
+                found = bool(queue)
+                if found:
+                    item = queue.popleft()
+                    self._busy = True
+            if not found:  # stopping, and nothing left
+                if self._on_exit is not None:
+                    with self._errors.guard(f"{self.label} stopping"):
+                        self._on_exit()
+                return
             outcome = "delivered"
             try:
                 self._deliver(item)

@@ -29,3 +29,7 @@ class Reporter:
     def idle(self) -> None:
         """Called on the reporter thread whenever no report is waiting: release
         what is worth keeping only during a burst (a database connection)."""
+
+    def close(self) -> None:
+        """Called on the reporter's thread when it stops (the process exits, or
+        the settings changed): release what the thread holds."""

@@ -213,6 +213,10 @@ class DatabaseReporter(Reporter):
         # kept for the next report while the alias's CONN_MAX_AGE allows.
         connections[self.alias].close_if_unusable_or_obsolete()
 
+    def close(self) -> None:
+        # The connection is this thread's own: nobody else would close it.
+        connections[self.alias].close()
+
     def _sql(self) -> RowWriter:
         connection = bounded(self.alias)
         writer = self._writer
