@@ -215,7 +215,13 @@ class DatabaseReporter(Reporter):
 
     def close(self) -> None:
         # The connection is this thread's own: nobody else would close it.
-        connections[self.alias].close()
+        connection = connections[self.alias]
+        raw = connection.connection
+        connection.close()
+        if raw is not None and connection.connection is raw:
+            # Django leaves an in-memory SQLite database open (its tests' is).
+            raw.close()
+            connection.connection = None
 
     def _sql(self) -> RowWriter:
         connection = bounded(self.alias)
