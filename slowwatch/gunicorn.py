@@ -2,7 +2,7 @@
 
 In your gunicorn configuration file (``gunicorn.conf.py``)::
 
-    from slowwatch.gunicorn import worker_abort, worker_exit  # noqa: F401
+    from slowwatch.gunicorn import post_worker_init, worker_abort, worker_exit  # noqa: F401
 
 and, with the ``PrometheusReporter`` in prometheus-client's multiprocess mode,
 ``child_exit`` as well.
@@ -12,6 +12,14 @@ and, with the ``PrometheusReporter`` in prometheus-client's multiprocess mode,
 request in flight is snapshotted at once as ``killed`` and delivery gets at
 most :data:`GRACE` seconds. ``worker_exit`` does the same for a worker that
 exits with requests still running (a graceful shutdown that ran out of time).
+
+``post_worker_init`` lets the worker's quit handler run once. Ctrl-C in a
+terminal sends SIGINT to the master and to every worker, and the master then
+sends each worker SIGQUIT: both run gunicorn's ``handle_quit``. If the second
+lands while the first is inside the thread pool's ``shutdown()`` (gthread), it
+waits for a lock its own thread holds, and the worker hangs until the master
+kills it after ``--graceful-timeout``. Once quitting, the worker ignores
+further quit signals; it exits as the first one asked.
 """
 
 from __future__ import annotations
@@ -24,7 +32,13 @@ from typing import Any
 
 from slowwatch import runtime
 
-__all__ = ["child_exit", "report_in_flight", "worker_abort", "worker_exit"]
+__all__ = [
+    "child_exit",
+    "post_worker_init",
+    "report_in_flight",
+    "worker_abort",
+    "worker_exit",
+]
 
 #: Seconds the hooks wait for the reports to be delivered.
 GRACE = 0.5
@@ -56,6 +70,27 @@ def report_in_flight(grace: float = GRACE, interrupted: FrameType | None = None)
         count = watchdog.snapshot_in_flight("killed", interrupted)
         runtime.shutdown(grace)
     return count
+
+
+def post_worker_init(worker: Any) -> None:
+    """Run gunicorn's quit handler once, however many quit signals arrive."""
+    with runtime.errors.guard("guarding the worker's quit handler"):
+        handler = getattr(worker, "handle_quit", None)
+        if handler is None:
+            return
+        quitting = False
+
+        def quit_once(signum: int, frame: FrameType | None) -> None:
+            nonlocal quitting
+            if quitting:
+                return
+            quitting = True
+            handler(signum, frame)
+
+        for signum in (signal.SIGQUIT, signal.SIGINT):
+            # Only gunicorn's own handler: never one installed by something else.
+            if signal.getsignal(signum) == handler:
+                signal.signal(signum, quit_once)
 
 
 def worker_abort(worker: Any) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psutil
 import pytest
 
 from helpers import Server, needs_postgres, slow
@@ -186,3 +190,70 @@ def test_each_kind_of_slow_gets_its_line_and_verdict(server):
         assert top in ({"cpu", "runnable"} if state == "cpu" else {state}), (url, states)
     sql = first["/slow-sql/?rows=3000000"]["sql"]["in_flight"]
     assert sql["sql"].startswith("WITH RECURSIVE n(i) AS")
+
+
+#: A gunicorn configuration that widens the window of gunicorn's own race:
+#: the thread pool's wake-up in ``shutdown()`` takes half a second, inside the
+#: pool's shutdown lock, so the master's SIGQUIT lands there every time.
+WIDE_QUIT_WINDOW = """
+import time
+
+{hooks}
+hooked = globals().get("post_worker_init")
+
+
+class SlowWakeUp:
+    def __init__(self, queue):
+        self.queue = queue
+
+    def __getattr__(self, name):
+        return getattr(self.queue, name)
+
+    def put(self, item, *args, **kwargs):
+        if item is None:
+            time.sleep(0.5)
+        self.queue.put(item, *args, **kwargs)
+
+
+def post_worker_init(worker):
+    worker.tpool._work_queue = SlowWakeUp(worker.tpool._work_queue)
+    if hooked is not None:
+        hooked(worker)
+"""
+
+
+def worker_gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("hook", [True, False], ids=["post_worker_init", "gunicorn-alone"])
+def test_ctrl_c_then_the_masters_sigquit_stop_a_gthread_worker(tmp_path, hook):
+    """Ctrl-C: SIGINT to the worker, then the master's SIGQUIT while the first is handled."""
+    conf = tmp_path / "gunicorn_conf.py"
+    hooks = "from slowwatch.gunicorn import post_worker_init" if hook else ""
+    conf.write_text(WIDE_QUIT_WINDOW.format(hooks=hooks))
+    args = ["-b", "127.0.0.1:0", "-k", "gthread", "-w", "1", "--threads", "4"]
+    srv = Server(tmp_path, [*args, "--graceful-timeout", "2", "-c", str(conf)])
+    assert srv.get("/fast/")[0] == 200  # the pool has threads to wake
+    [pid] = srv.worker_pids
+    try:
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGQUIT)
+        stopped = worker_gone(pid, 2.5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        srv.stop()
+    if hook:
+        assert stopped, "the worker hung on its second quit signal"
+    elif stopped:
+        pytest.skip("this gunicorn no longer hangs on a second quit signal")

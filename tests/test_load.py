@@ -301,13 +301,18 @@ import faulthandler
 import os
 
 {hooks}
+hooked = globals().get("post_worker_init")
 
 def post_worker_init(worker):
     global dump
     dump = open(os.path.join({folder!r}, f"stacks-{{os.getpid()}}.txt"), "w")
     faulthandler.register({signum}, file=dump, all_threads=True)
+    if hooked is not None:
+        hooked(worker)
 """
-SLOWWATCH_HOOKS = "from slowwatch.gunicorn import child_exit, worker_abort, worker_exit"
+SLOWWATCH_HOOKS = (
+    "from slowwatch.gunicorn import child_exit, post_worker_init, worker_abort, worker_exit"
+)
 
 #: The test project without slowwatch: neither the app nor the middleware.
 WITHOUT_SLOWWATCH = """
@@ -336,7 +341,9 @@ def start(
 ) -> Server:
     tmp_path.mkdir(parents=True, exist_ok=True)
     conf = tmp_path / "gunicorn_conf.py"
-    hooks = SLOWWATCH_HOOKS if slowwatch else ""
+    # Without slowwatch, gunicorn still gets the hook that lets a worker quit
+    # once (gunicorn's own Ctrl-C race, tests/test_gunicorn.py).
+    hooks = SLOWWATCH_HOOKS if slowwatch else "from slowwatch.gunicorn import post_worker_init"
     conf.write_text(CONF.format(hooks=hooks, signum=int(DUMP), folder=str(tmp_path)))
     env = {"SLOWWATCH_TEST_REPORTERS": reporters, "SLOWWATCH_TEST_PG": "0"}
     if not slowwatch:

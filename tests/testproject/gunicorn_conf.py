@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from slowwatch.gunicorn import child_exit, worker_abort, worker_exit
+from slowwatch.gunicorn import child_exit, post_worker_init, worker_abort, worker_exit
 
-__all__ = ["child_exit", "worker_abort", "worker_exit"]
+__all__ = ["child_exit", "post_worker_init", "worker_abort", "worker_exit"]
