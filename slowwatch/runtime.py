@@ -193,6 +193,7 @@ def sinks() -> Sequence[tuple[Reporter, Dispatcher[Report]]]:
                 # A reporter written without the base class may lack these.
                 on_idle=getattr(reporter, "idle", None),
                 on_exit=getattr(reporter, "close", None),
+                idle_every=getattr(reporter, "idle_every", None),
             )
             made.append((reporter, queue))
         found = _sinks = made

@@ -15,8 +15,9 @@ from django.test import Client
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import Server, slow
+from helpers import Hanging, Server, slow
 from slowwatch import runtime
+from slowwatch.reporters.prometheus import SYNC_EVERY
 
 SLEEP = {"route": "sleep/", "method": "GET"}
 
@@ -104,6 +105,17 @@ def test_two_gunicorn_workers_add_up_in_multiprocess_mode(tmp_path: Path) -> Non
         assert metrics["slowwatch_slow_request_duration_seconds_count"][labels] == sent
         assert sum(metrics["slowwatch_requests_slow"].values()) == 0
         assert sum(metrics["slowwatch_detection_lateness_seconds_count"].values()) == sent
+
+        # slowwatch's own counts: each worker writes them as reports arrive and
+        # every SYNC_EVERY seconds, so the last deliveries show up too.
+        def delivered(outcome: str) -> float:
+            labels = (("outcome", outcome), ("sink", "LoggingReporter"))
+            return scrape(srv).get("slowwatch_sink_reports_total", {}).get(labels, 0)
+
+        deadline = time.monotonic() + SYNC_EVERY + 10
+        while delivered("delivered") < 2 * sent and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert delivered("delivered") == delivered("submitted") == 2 * sent
     finally:
         srv.stop()
 
@@ -129,3 +141,39 @@ def test_slow_now_and_slowwatch_own_errors(settings: Any) -> None:
     assert value("slowwatch_requests_slow") == 0
     after = value("slowwatch_internal_errors_total", {"where": "reporter Broken"})
     assert after >= before + 1
+
+
+@pytest.mark.django_db
+def test_own_counts_are_read_at_scrape_time_while_a_reporter_hangs(settings: Any) -> None:
+    Hanging.release.clear()
+    Hanging.entered.clear()
+    settings.SLOWWATCH = {
+        **settings.SLOWWATCH,
+        "REPORTERS": ["helpers.Hanging", "slowwatch.reporters.PrometheusReporter"],
+        "QUEUE_SIZE": 4,
+    }
+    client = Client()
+    try:
+        for _ in range(4):  # 8 reports: the hung sink holds one, queues 4, drops 3
+            assert client.get("/sleep/?s=0.35").status_code == 200
+        assert Hanging.entered.wait(5)
+        hung = {"sink": "Hanging"}
+        submitted = value("slowwatch_sink_reports_total", {**hung, "outcome": "submitted"})
+        dropped = value("slowwatch_sink_reports_dropped_total", {**hung, "reason": "queue_full"})
+        assert (submitted, dropped) == (5, 3)
+        assert value("slowwatch_sink_reports_total", {**hung, "outcome": "dropped"}) == 3
+        assert value("slowwatch_sink_reports_total", {**hung, "outcome": "delivered"}) == 0
+        # django-prometheus exports them too, read as the page is asked for.
+        page = Client().get("/django-prometheus/metrics").content.decode()
+        assert 'slowwatch_sink_reports_total{outcome="submitted",sink="Hanging"} 5.0' in page
+    finally:
+        Hanging.release.set()
+    assert runtime.flush(10)
+    counts = runtime.counters()
+    for sink in ("Hanging", "PrometheusReporter"):
+        for outcome in ("submitted", "delivered"):
+            labels = {"sink": sink, "outcome": outcome}
+            assert (
+                value("slowwatch_sink_reports_total", labels) == counts[f"{sink} queue {outcome}"]
+            )
+    assert value("slowwatch_sink_reports_total", {**hung, "outcome": "delivered"}) == 5

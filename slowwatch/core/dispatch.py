@@ -39,6 +39,8 @@ class Dispatcher(Generic[T]):
     :param label: where its failures are counted (default: ``name``).
     :param exit_timeout: seconds pending items get at interpreter exit; None
         when the owner stops the dispatcher itself.
+    :param idle_every: also call ``on_idle`` after this many seconds without
+        an item (None: only as the queue runs empty).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class Dispatcher(Generic[T]):
         on_drop: Callable[[T], T | None] | None = None,
         on_idle: Callable[[], object] | None = None,
         on_exit: Callable[[], object] | None = None,
+        idle_every: float | None = None,
     ) -> None:
         self.name = name
         #: Run on the thread as it ends: what it holds (a database connection
@@ -62,6 +65,7 @@ class Dispatcher(Generic[T]):
         self._deliver = deliver
         self._on_drop = on_drop
         self._on_idle = on_idle
+        self.idle_every = idle_every
         self.maxsize = maxsize
         self.exit_timeout = exit_timeout
         self._errors = errors or process_errors
@@ -145,13 +149,20 @@ class Dispatcher(Generic[T]):
         cond = self._cond
         while True:
             with cond:
-                while not self._items and not self._lost and not self._stopping:
-                    cond.wait()
+                waited = True
+                while waited and not self._items and not self._lost and not self._stopping:
+                    waited = cond.wait(self.idle_every)
                 queue = self._lost or self._items
                 found = bool(queue)
                 if found:
                     item = queue.popleft()
                     self._busy = True
+                stopping = self._stopping
+            if not found and not stopping:  # idle_every passed without an item
+                if self._on_idle is not None:
+                    with self._errors.guard(f"{self.label} going idle"):
+                        self._on_idle()
+                continue
             if not found:  # stopping, and nothing left
                 if self._on_exit is not None:
                     with self._errors.guard(f"{self.label} stopping"):

@@ -23,6 +23,10 @@ class Reporter:
     Configurations without such a reporter pay nothing for it.
     """
 
+    #: Seconds between two calls of :meth:`idle` while no report arrives;
+    #: None: only when the queue runs empty.
+    idle_every: float | None = None
+
     def handle(self, report: Report) -> None:
         raise NotImplementedError
 
