@@ -12,11 +12,17 @@ class SlowWatchConfig(AppConfig):
 
     def ready(self) -> None:
         # Only checks here: no thread starts before the first watched request.
-        from slowwatch.checks import check_dogslow, check_middleware, check_settings
+        from slowwatch.checks import (
+            check_dogslow,
+            check_middleware,
+            check_migrations,
+            check_settings,
+        )
 
         checks.register(check_settings)
         checks.register(check_middleware)
         checks.register(check_dogslow)
+        checks.register(check_migrations, checks.Tags.database)
 
         from slowwatch.conf import settings
 

@@ -52,6 +52,44 @@ def check_middleware(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> 
     ]
 
 
+def check_migrations(
+    app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """W007: slowwatch's migrations are not all applied on its database.
+
+    A database check: ``manage.py check --database default`` and ``migrate``
+    run it; a plain ``check`` never opens a connection.
+    """
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    from slowwatch.conf import settings
+
+    try:
+        alias = settings.database_alias
+        if not databases or alias not in databases:
+            return []
+        executor = MigrationExecutor(connections[alias])
+        targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] == "slowwatch"]
+        plan = executor.migration_plan(targets)
+    except Exception:  # noqa: BLE001 - invalid settings or no database: other checks say so
+        return []
+    missing = [m.name for m, backwards in plan if m.app_label == "slowwatch" and not backwards]
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"slowwatch's migrations are not applied on database {alias!r}: {', '.join(missing)}.",
+            hint=(
+                f"Run 'manage.py migrate slowwatch --database {alias}'. Until then the "
+                "DatabaseReporter drops every report (counted as 'dropped:not_migrated') and "
+                "the settings page cannot save."
+            ),
+            id="slowwatch.W007",
+        )
+    ]
+
+
 def check_dogslow(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     """W003–W006: the ``DOGSLOW_*`` settings found, and dogslow's middleware."""
     problems = list(dogslow.translation().problems)
