@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from slowwatch.core.frames import Folded, fold
 from slowwatch.core.states import verdict
 
 if TYPE_CHECKING:
@@ -112,8 +113,13 @@ def _summary(report: Report) -> str:
     )
 
 
-def traceback(report: Report) -> str:
-    """The stack, Python style: oldest call first, the stuck line last."""
+def traceback(report: Report, value: Callable[[str], str] = one_line) -> str:
+    """The stack, Python style: oldest call first, the stuck line last.
+
+    Runs of framework frames are folded to one line (the report's JSON, the
+    admin and the exports keep every frame); slowwatch's own are left out.
+    ``value`` makes each rendered local one line.
+    """
     notes = []
     if report.hidden_frames:
         notes.append(f"{report.hidden_frames} server frames above slowwatch hidden")
@@ -124,8 +130,11 @@ def traceback(report: Report) -> str:
     lines = [head]
     if not report.frames:
         lines.append("  (no stack: the thread had no Python frame to show)")
-    for frame in report.frames:
-        lines += frame_lines(frame)
+    for item in fold(report.frames, lambda frame: frame.filename):
+        if isinstance(item, Folded):
+            lines.append(f"  [{one_line(item.label)} folded]")
+        else:
+            lines += frame_lines(item, value)
     return "\n".join(lines)
 
 

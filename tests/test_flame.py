@@ -276,3 +276,25 @@ def test_past_the_frame_budget_stacks_only_count_in_the_total(monkeypatch: pytes
         ("sales_figures", 25, 25),
     ]
     assert graph.samples == 4
+
+
+SITE = "/venv/lib/python3.12/site-packages"
+MIDDLEWARE = [[f"{SITE}/django/core/handlers/base.py", f"mw{i}", i] for i in range(1, 13)]
+ORM = [[f"{SITE}/django/db/models/sql/compiler.py", f"orm{i}", i] for i in range(1, 6)]
+EXECUTE = [f"{SITE}/django/db/backends/sqlite3/base.py", "execute", 357]
+
+
+def test_framework_runs_fold_into_one_box_and_unfold_on_request():
+    stack = [*MIDDLEWARE, VIEW, SALES, ["/venv/q.py", "__iter__", 1], *ORM, EXECUTE]
+    graph = layout(profile((stack, 10), ([*MIDDLEWARE, VIEW, RENDER], 5)))
+    check_geometry(graph)
+    rows = [(b.depth, b.label) for b in graph.boxes]
+    # The 12 middleware frames are one box, shared by both stacks.
+    assert rows[0] == (0, "12 frames of django")
+    assert graph.boxes[0].share == 1.0 and graph.boxes[0].kind == "django"
+    assert (1, "report (views.py:48)") in rows and (3, "__iter__ (q.py:1)") in rows
+    assert graph.depth == 7  # middleware, view, sales, __iter__, [orm], execute
+    assert max(rows)[1] == "execute (base.py:357)"
+    every = layout(profile((stack, 10), ([*MIDDLEWARE, VIEW, RENDER], 5)), folded=False)
+    assert every.depth == len(stack)
+    assert {b.function for b in every.boxes} >= {"mw1", "mw12", "orm3"}

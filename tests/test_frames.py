@@ -95,3 +95,35 @@ def test_a_suspended_coroutine_is_walked_through_its_await_chain():
 
 def test_no_frame_means_an_empty_stack():
     assert walk_frames(None) == Stack((), 0, 0)
+
+
+def test_fold_keeps_the_project_the_call_it_made_and_the_innermost_frame() -> None:
+    import django.core.handlers.base as handlers
+    import django.db.models.query as query
+
+    import slowwatch.core.frames as own
+    from slowwatch.core.frames import FOLD_AT, Folded, fold, package_of
+
+    app, dj, std = __file__, handlers.__file__, threading.__file__
+    stack = [dj] * 12 + [app, app, query.__file__] + [dj] * 5 + [own.__file__, dj, std]
+    shown = fold(stack, str)
+    [middleware, orm] = [item for item in shown if isinstance(item, Folded)]
+    # The middleware chain before the project's first frame: all of it folded.
+    assert shown[0] is middleware and len(middleware.frames) == 12
+    assert middleware.label == "12 frames of django"
+    # The project's frames, then the frame it called (the queryset), then a
+    # folded run, then the innermost frame where the thread is now.
+    assert shown[1:4] == [app, app, query.__file__]
+    assert shown[4] is orm and orm.packages == ("django",) and len(orm.frames) == 6
+    assert shown[5:] == [std]
+    assert own.__file__ not in str(shown)  # slowwatch's own frames are left out
+    assert package_of(std) == "stdlib" and package_of(app) == "" and package_of(dj) == "django"
+    # The frame the project called stays; a shorter rest than FOLD_AT too.
+    assert fold([app, *[dj] * FOLD_AT, app], str) == [app, *[dj] * FOLD_AT, app]
+    assert fold([app, *[dj] * (FOLD_AT + 1), app], str) == [
+        app,
+        dj,
+        Folded((dj,) * FOLD_AT, ("django",)),
+        app,
+    ]
+    assert fold([], str) == []

@@ -237,3 +237,37 @@ def test_sql_lines_read_as_an_operator_expects():
         "12.3 s",
         "754 s",
     ]
+
+
+def test_the_text_folds_framework_runs_and_the_json_keeps_every_frame() -> None:
+    import django.core.handlers.base as handlers
+    import django.db.backends.utils as utils
+
+    import slowwatch.core.frames as own
+
+    def at(module: Any, function: str) -> Frame:
+        return Frame(module.__file__, 1, function, module.__name__)
+
+    mine = Frame(__file__, snapshot.__code__.co_firstlineno, "somewhere", __name__)
+    frames = (
+        *[at(handlers, f"middleware{i}") for i in range(12)],
+        mine,
+        at(utils, "execute"),
+        at(utils, "_execute_with_wrappers"),
+        at(own, "track"),
+        at(utils, "_execute"),
+        at(utils, "inner"),
+        at(utils, "execute_sql"),
+    )
+    report = build_report(replace(snapshot(), stack=Stack(frames, hidden=0, truncated=0)))
+    lines = text(report).splitlines()
+    start = lines.index("Stack of the request (most recent call last):")
+    stack = lines[start + 1 :]
+    assert stack[0] == "  [12 frames of django folded]"
+    assert stack[1].endswith("in somewhere")
+    assert stack[3].endswith("in execute")  # the call the project made
+    assert stack[5] == "  [3 frames of django folded]"
+    assert stack[6].endswith("in execute_sql")  # where the thread is now
+    assert "track" not in text(report)  # slowwatch's own frame is left out
+    kept = [frame["function"] for frame in report.to_dict()["stack"]["frames"]]
+    assert len(kept) == len(frames) and "track" in kept and "middleware7" in kept

@@ -16,7 +16,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
-from slowwatch.core.frames import frame_kind
+from slowwatch.core.frames import Folded, fold, frame_kind
 from slowwatch.core.profile import frame_of
 
 #: Frames merged into the tree at most; the stacks past it still count in the total.
@@ -59,9 +59,18 @@ class _Node:
 
 
 def layout(
-    profile: object, *, min_width: float = 0.1, max_boxes: int = 2000, max_depth: int = 200
+    profile: object,
+    *,
+    min_width: float = 0.1,
+    max_boxes: int = 2000,
+    max_depth: int = 200,
+    folded: bool = True,
 ) -> FlameGraph:
-    """Boxes of ``profile`` (its JSON form), widest kept first, sorted by row then x."""
+    """Boxes of ``profile`` (its JSON form), widest kept first, sorted by row then x.
+
+    ``folded``: each run of framework frames is one box (see
+    :func:`slowwatch.core.frames.fold`); runs that are the same merge.
+    """
     data = profile if isinstance(profile, dict) else {}
     stacks = data.get("stacks")
     table = data.get("frames")
@@ -72,10 +81,13 @@ def layout(
         frames = stack.get("frames") if count else None
         node = root
         # A stack is drawn down to its first invalid frame (the outer ones still hold).
+        valid: list[_Frame] = []
         for item in frames[: max(0, min(max_depth, budget))] if isinstance(frames, list) else ():
             frame = _frame(frame_of(item, table))
             if frame is None:
                 break
+            valid.append(frame)
+        for frame in _folded(valid) if folded else valid:
             budget -= 1
             child = node.children.get(frame)
             if child is None:
@@ -128,6 +140,23 @@ def _frame(raw: object) -> _Frame | None:
     return None
 
 
+#: The file name of a box that stands for folded frames (no real file starts so).
+FOLDED = "<folded>"
+
+
+def _folded(frames: list[_Frame]) -> list[_Frame]:
+    """Each run of framework frames as one frame; the same run, the same frame."""
+    out: list[_Frame] = []
+    for item in fold(frames, lambda frame: frame[0]):
+        if isinstance(item, Folded):
+            key = "\0".join(f"{f}\0{name}\0{line}" for f, name, line in item.frames)
+            run = zlib.crc32(key.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF
+            out.append((f"{FOLDED} {', '.join(item.packages)}", item.label, run))
+        else:
+            out.append(item)
+    return out
+
+
 def _order(item: tuple[_Frame, _Node]) -> tuple[float, str, str, int]:
     (filename, function, lineno), node = item
     return (-node.samples, function, filename, lineno)
@@ -143,6 +172,22 @@ def _box(
     if interval is not None and math.isfinite(samples * interval):
         detail += f", {samples * interval:.2f} s"
     key = f"{filename}\0{function}".encode("utf-8", "surrogatepass")
+    if filename.startswith(f"{FOLDED} "):
+        packages = filename.removeprefix(f"{FOLDED} ")
+        return Box(
+            depth=depth,
+            x=start / total * 100,
+            width=share * 100,
+            function=function,
+            filename="",
+            lineno=0,
+            label=function,
+            title=f"{function}, folded — {share * 100:.1f} % ({detail})",
+            share=share,
+            samples=count,
+            kind="django" if packages == "django" else "lib",
+            hue=zlib.crc32(key) % 360,
+        )
     return Box(
         depth=depth,
         x=start / total * 100,

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import sys
 import sysconfig
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType, CoroutineType, FrameType, GeneratorType
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 #: Deeper stacks keep their innermost frames: that is where a request is stuck.
 MAX_FRAMES = 200
@@ -193,3 +194,73 @@ def frame_kind(filename: str) -> str:
 def is_project_file(filename: str) -> bool:
     """Code of the project, not of the standard library or an installed package."""
     return frame_kind(filename) == "app"
+
+
+def is_own_file(filename: str) -> bool:
+    """A file of slowwatch itself (its query tracker sits inside database stacks)."""
+    return filename.replace("\\", "/").startswith(_OWN)
+
+
+def package_of(filename: str) -> str:
+    """The installed package a file belongs to, ``"stdlib"``, or ``""`` (the project)."""
+    kind = frame_kind(filename)
+    if kind == "app":
+        return ""
+    if kind == "stdlib":
+        return "stdlib"
+    parts = filename.replace("\\", "/").split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("site-packages", "dist-packages"):
+            return parts[i + 1].removesuffix(".py")
+    return "other"
+
+
+#: Consecutive frames not of the project are folded from this many on.
+FOLD_AT = 3
+
+F = TypeVar("F")
+
+
+@dataclass(frozen=True)
+class Folded(Generic[F]):
+    """Frames of the framework and libraries shown as one line; nothing is lost."""
+
+    frames: tuple[F, ...]
+    #: Their packages, outermost first, each once: ``("django", "asgiref")``.
+    packages: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{len(self.frames)} frames of {', '.join(self.packages)}"
+
+
+def fold(frames: Sequence[F], filename: Callable[[F], str]) -> list[F | Folded[F]]:
+    """A stack as people read it: slowwatch's own frames left out, and each run of
+    at least :data:`FOLD_AT` frames that are not the project's folded.
+
+    Of each run, the frame the project called stays visible (what it asked
+    for), and so does the innermost frame of the stack (where it is now).
+    """
+    shown = [frame for frame in frames if not is_own_file(filename(frame))]
+    app = [frame_kind(filename(frame)) == "app" for frame in shown]
+    out: list[F | Folded[F]] = []
+    i, n = 0, len(shown)
+    while i < n:
+        if app[i]:
+            out.append(shown[i])
+            i += 1
+            continue
+        end = i
+        while end < n and not app[end]:
+            end += 1
+        start, stop = i + (1 if i > 0 else 0), end - (1 if end == n else 0)
+        out.extend(shown[i:start])
+        if stop - start >= FOLD_AT:
+            run = tuple(shown[start:stop])
+            packages = dict.fromkeys(package_of(filename(frame)) for frame in run)
+            out.append(Folded(run, tuple(packages)))
+        else:
+            out.extend(shown[start:stop])
+        out.extend(shown[max(start, stop) : end])
+        i = end
+    return out

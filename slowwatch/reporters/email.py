@@ -25,7 +25,6 @@ from slowwatch import render
 from slowwatch.alerting import CircuitBreaker, Decision, RateLimit
 from slowwatch.conf import settings
 from slowwatch.core.errors import errors
-from slowwatch.core.frames import is_project_file
 from slowwatch.render import headline
 from slowwatch.report import Report
 from slowwatch.reporters.base import Reporter
@@ -75,26 +74,6 @@ def admin_link(report: Report) -> str:
         local = host.split(":")[0] in ("localhost", "127.0.0.1", "[::1]")
         base = f"{'http' if local else 'https'}://{host}"
     return base + path
-
-
-def compact_traceback(report: Report, keep_inner: int = 2) -> str:
-    """The stack for a mail: your frames and the innermost ones; runs of others folded."""
-    frames = report.frames
-    if not frames:
-        return render.traceback(report)
-    keep = {len(frames) - 1 - i for i in range(keep_inner)}
-    keep |= {i for i, f in enumerate(frames) if is_project_file(f.filename)}
-    lines = [render.traceback(report).split("\n", 1)[0]]
-    folded = 0
-    for i, frame in enumerate(frames):
-        if i not in keep:
-            folded += 1
-            continue
-        if folded:
-            lines.append(f"  ... {folded} library frame{'s' if folded > 1 else ''} ...")
-            folded = 0
-        lines += render.frame_lines(frame, lambda value: headline(value, 500))
-    return "\n".join(lines)
 
 
 class EmailReporter(Reporter):
@@ -172,7 +151,7 @@ class EmailReporter(Reporter):
             "verdict": report.verdict(),
             "sql": render.sql_lines(report).strip("\n"),
             "hottest": render.hottest(report),
-            "traceback": compact_traceback(report),
+            "traceback": render.traceback(report, lambda value: headline(value, 500)),
             "endpoint": endpoint(report),
             "suppressed": decision.suppressed,
             "since": since,
