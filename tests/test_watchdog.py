@@ -201,8 +201,8 @@ def test_nested_arm_on_the_same_thread_is_covered_by_the_outer_watch(watchdog):
     watchdog.disarm(threading.get_ident())
 
 
-def test_real_thread_detects_on_time():
-    """With the real monitor thread and clock: fired within 50 ms of the deadline."""
+def recording() -> tuple[Watchdog, list[Snapshot], threading.Event]:
+    """A watchdog with its real thread and clock, keeping what it reports."""
     fired = threading.Event()
     got: list[Snapshot] = []
 
@@ -210,7 +210,12 @@ def test_real_thread_detects_on_time():
         got.append(snapshot)
         fired.set()
 
-    wd = Watchdog(on_slow=on_slow, read_subject=describe)
+    return Watchdog(on_slow=on_slow, read_subject=describe), got, fired
+
+
+def test_real_thread_detects_on_time():
+    """With the real monitor thread and clock: fired within 50 ms of the deadline."""
+    wd, got, fired = recording()
     try:
         wd.require(0.2)
         wd.arm("/real", 0.2)
@@ -243,14 +248,7 @@ def _fork_and_check(wd: Watchdog, got: list[Snapshot], fired: threading.Event) -
 
 
 def test_forked_child_gets_its_own_monitor():
-    fired = threading.Event()
-    got: list[Snapshot] = []
-
-    def on_slow(snapshot: Snapshot) -> None:
-        got.append(snapshot)
-        fired.set()
-
-    wd = Watchdog(on_slow=on_slow, read_subject=describe)
+    wd, got, fired = recording()
     try:
         wd.require(0.1)
         wd.arm("/parent", 0.1)
