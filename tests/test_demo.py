@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def test_demo_reports_its_slow_sql_page_on_the_console(tmp_path):
         ["-c", "shop/gunicorn.conf.py"],
         app="shop.wsgi",
         cwd=DEMO,
-        env={"PORT": "0", **demo_env},
+        env={"PORT": "0", "TZ": "UTC", **demo_env},  # as scripts/demo runs it
     )
     try:
         assert server.get("/")[0] == 200
@@ -42,6 +43,10 @@ def test_demo_reports_its_slow_sql_page_on_the_console(tmp_path):
         assert 'views.py", line' in log and "in sales_figures" in log
         assert "s3cret" not in log
         assert "/orders/" not in log.split("Slow request", 1)[1]
+        # gunicorn's lines and slowwatch's read as one log: one format, one clock.
+        stamps = re.findall(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ([+-]\d{4})\] \[\d+\]", log, re.M)
+        assert len(stamps) >= 4 and set(stamps) == {"+0000"}, log
+        assert re.search(r"^\[[^]]+\] \[\d+\] \[WARNING\] slowwatch.report$", log, re.M)
         # The default DatabaseReporter stored it for the admin.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
