@@ -115,6 +115,10 @@ def _run() -> None:
                 )
             else:
                 errors.error("reading the runtime control", exc)
+        with errors.guard("sharing this worker's counters"):
+            from slowwatch import fleet, runtime
+
+            fleet.publish(runtime.counters())
         _wake.wait(PERIOD)
         _wake.clear()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from collections.abc import Iterator
@@ -90,6 +91,13 @@ def test_the_detail_page(admin: Client, seeded: list[SlowRequest]) -> None:
     assert "Hottest lines" in page and "Timeline" in page and "Memory (RSS)" in page
     assert f"{row.pk}/speedscope/" in page and f"{row.pk}/collapsed/" in page
     assert "Delete" in page
+    # Django's middleware chain is one folded line, in the stack and in the flame graph.
+    assert re.search(r'class="sw-frame sw-folded"><summary>\d+ frames of django</summary>', page)
+    assert re.search(r"<text x=\"4\" y=\"12.5\">\d+ frames of django</text>", page)
+    assert "?frames=all#stack" in page
+    every = admin.get(f"{LIST}{row.pk}/change/", {"frames": "all"}).content.decode()
+    assert "sw-folded" not in every and " frames of django<" not in every
+    assert "django/core/handlers/" in every and "Fold the framework" in every
 
 
 def test_downloads(admin: Client, seeded: list[SlowRequest]) -> None:
@@ -173,7 +181,8 @@ def test_the_endpoint_summary(admin: Client) -> None:
     make("export/", [3.0, 5.0])
     make("reports/", [500.0], age=timedelta(days=3))  # outside the last 24 hours
     response = admin.get(f"{LIST}summary/")
-    rows = {e.route: e for e, _ in response.context["endpoints"]}
+    rows = {e.route: e for e, _, _ in response.context["endpoints"]}
+    page = response.content.decode()
     reports = rows["reports/"]
     assert reports.count == 20 and reports.max == 20.0
     if connection.vendor == "postgresql":
@@ -183,11 +192,18 @@ def test_the_endpoint_summary(admin: Client) -> None:
     else:  # nearest rank
         assert (reports.p50, reports.p95) == (10.0, 19.0)
     assert reports.cpu == pytest.approx(0.25) and reports.db == pytest.approx(0.5)
-    assert [e.route for e, _ in response.context["endpoints"]] == ["reports/", "export/"]
-    page = response.content.decode()
+    assert [e.route for e, _, _ in response.context["endpoints"]] == ["reports/", "export/"]
+    # A bar per hour of the window: the 20 requests of the last 20 s in the
+    # last bar (or the last two, across the turn of an hour).
+    charts = {e.route: chart for e, _, chart in response.context["endpoints"]}
+    assert 1 <= charts["reports/"].count("<rect") <= 2
+    assert 'aria-label="20 slow requests, at most ' in charts["reports/"]
+    assert re.search(r'viewBox="0 0 2[45] 24"', charts["reports/"])
+    assert 'x="2' in charts["reports/"] and 'height="24.00"' in charts["reports/"]
+    assert page.count('<svg class="sw-chart"') == 2
     assert "?route=reports%2F&amp;method=GET" in page
     week = admin.get(f"{LIST}summary/", {"window": "7d"}).context["endpoints"]
-    assert next(e for e, _ in week if e.route == "reports/").max == 500.0
+    assert next(e for e, _, _ in week if e.route == "reports/").max == 500.0
     listed = admin.get(LIST, {"route": "export/", "method": "GET"}).content.decode()
     assert listed.count("/export/") >= 2 and "/reports/" not in listed
 

@@ -8,11 +8,15 @@ delete permission; pausing or re-timing the watchdog needs a superuser.
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.contrib import admin
 
 from slowwatch.admin.requests import SlowRequestAdmin
 from slowwatch.models import SlowRequest
 
-admin.site.register(SlowRequest, SlowRequestAdmin)
+# The pages' parts (detail, summary, control) serve slowwatch.urls as well,
+# in projects without Django's admin (admin.site does not exist there).
+if apps.is_installed("django.contrib.admin"):
+    admin.site.register(SlowRequest, SlowRequestAdmin)
 
 __all__ = ["SlowRequestAdmin"]

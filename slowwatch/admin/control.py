@@ -8,13 +8,14 @@ middleware (:mod:`slowwatch.control`), so nothing is read on the request path.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from typing import Any
 
 from django import forms
 from django.http import HttpRequest
 
-from slowwatch import control, runtime
+from slowwatch import control, fleet, runtime
 from slowwatch.conf import MIN_THRESHOLD, settings
 from slowwatch.models import Control
 
@@ -57,6 +58,45 @@ def save(form: ControlForm, request: HttpRequest) -> None:
     control.refresh()
 
 
+#: What each counter says, for the settings page.
+QUEUE_WORDS = {
+    "submitted": "reports taken into the queue",
+    "delivered": "reports handed over",
+    "failed": "reports whose hand-over raised (logged on slowwatch.internal)",
+    "restarted": "times the queue's thread had died and was started again",
+    "dropped:queue_full": "reports dropped: the queue was full",
+    "dropped:shutdown": "reports dropped: the process was stopping",
+}
+REPORTER_WORDS = {
+    "saved": "rows written",
+    "dropped": "reports not stored after the retries",
+    "dropped:not_migrated": "reports not stored: the table is missing (run migrate)",
+    "sent": "alerts sent",
+    "failed": "alerts or files that failed",
+    "rate_limited": "alerts held back by the limits (counted in the next one)",
+    "circuit_open": "alerts skipped while the server kept failing",
+    "no_client": "events with no Sentry client to send them",
+    "written": "files written",
+    "pruned": "old files removed",
+}
+
+
+def meaning(key: str) -> str:
+    """What the counter ``key`` of :func:`slowwatch.runtime.counters` counts."""
+    if key.startswith("internal error: "):
+        return "errors inside slowwatch there, each logged once a minute on slowwatch.internal"
+    if key == "internal log lost":
+        return "lines slowwatch.internal could not keep (its own queue was full)"
+    owner, _, what = key.partition("queue ")
+    if what:
+        words = QUEUE_WORDS.get(what, what)
+        if not owner:
+            return f"All reports, before the reporters: {words}."
+        return f"{owner.strip()}'s own queue: {words}."
+    name, _, what = key.partition(" ")
+    return f"{name}: {REPORTER_WORDS.get(what, what)}."
+
+
 def page_context() -> dict[str, Any]:
     """What the page shows besides the form."""
     state = control.current()
@@ -68,6 +108,11 @@ def page_context() -> dict[str, Any]:
         ),
         "applied": state,
         "configuration": sorted(settings.values.items()),
-        "counters": sorted(runtime.counters().items()),
+        "counters": [
+            (key, value, meaning(key)) for key, value in sorted(runtime.counters().items())
+        ],
         "period": PERIOD,
+        "pid": os.getpid(),
+        "workers": fleet.read(),
+        "shared_cache": fleet.shared() is not None,
     }

@@ -6,10 +6,16 @@ and the numbers placed into SVG attributes are formatted without localisation.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
+from django.http import HttpResponse
+from django.utils.text import slugify
+
 from slowwatch.admin.flame import Box, layout
+from slowwatch.core.export import collapsed, speedscope
+from slowwatch.core.frames import Folded, fold
 from slowwatch.core.profile import FrozenProfile
 from slowwatch.core.states import label
 from slowwatch.models import SlowRequest
@@ -31,8 +37,8 @@ def _fill(box: Box) -> str:
     return f"hsl(0,0%,{72 + box.hue % 12}%)"
 
 
-def flame(obj: SlowRequest) -> dict[str, Any]:
-    graph = layout(obj.profile)
+def flame(obj: SlowRequest, every_frame: bool = False) -> dict[str, Any]:
+    graph = layout(obj.profile, folded=not every_frame)
     boxes = [
         {
             "box": box,
@@ -145,18 +151,51 @@ def process_figures(obj: SlowRequest) -> list[tuple[str, str]]:
     return shown
 
 
-def context(obj: SlowRequest) -> dict[str, Any]:
+def stack_items(frames: list[dict[str, Any]], every_frame: bool) -> list[dict[str, Any]]:
+    """The stack as the page shows it: items ``{"frame": ...}``, or
+    ``{"folded": [...], "label": ...}`` for a run of framework frames."""
+    if every_frame:
+        return [{"frame": frame} for frame in frames]
+    items: list[dict[str, Any]] = []
+    for item in fold(frames, lambda frame: str(frame.get("filename", ""))):
+        if isinstance(item, Folded):
+            items.append({"folded": list(item.frames), "label": item.label})
+        else:
+            items.append({"frame": item})
+    return items
+
+
+def context(obj: SlowRequest, every_frame: bool = False) -> dict[str, Any]:
     stack = obj.stack if isinstance(obj.stack, dict) else {}
     frames = stack.get("frames")
+    valid = [f for f in frames if isinstance(f, dict)] if isinstance(frames, list) else []
     return {
-        **flame(obj),
+        **flame(obj, every_frame),
+        "every_frame": every_frame,
+        "stack_items": stack_items(valid, every_frame),
         "hottest": hottest(obj),
         "hottest_functions": hottest_functions(obj),
         "share_bars": share_bars(obj),
-        "frames": [f for f in frames if isinstance(f, dict)] if isinstance(frames, list) else [],
+        "frames": valid,
         "hidden": stack.get("hidden") or 0,
         "truncated": stack.get("truncated") or 0,
         "sql": obj.sql if isinstance(obj.sql, dict) else {},
         "process": process_figures(obj),
         "timeline": timeline(obj),
     }
+
+
+def download(obj: SlowRequest, fmt: str) -> HttpResponse:
+    """The profile as a file: speedscope JSON, or collapsed stacks (``flamegraph.pl``)."""
+    profile = FrozenProfile.from_dict(obj.profile)
+    name = f"slowwatch-{slugify(obj.endpoint)[:40] or 'request'}-{obj.request_id[:8]}"
+    if fmt == "speedscope":
+        body = json.dumps(speedscope(profile, f"{obj.method} {obj.path[:200]}"))
+        response = HttpResponse(body, content_type="application/json")
+        filename = f"{name}.speedscope.json"
+    else:
+        response = HttpResponse(collapsed(profile, max_bytes=1 << 24), content_type="text/plain")
+        filename = f"{name}.collapsed.txt"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db import connections
 from django.db.models import QuerySet
 from django.http import (
     Http404,
@@ -22,13 +20,10 @@ from django.urls import URLPattern, path, reverse
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html
 from django.utils.http import urlencode
-from django.utils.text import slugify
 from django.utils.timezone import localtime
 
 from slowwatch.admin import control, detail, summary
 from slowwatch.conf import settings
-from slowwatch.core.export import collapsed, speedscope
-from slowwatch.core.profile import FrozenProfile
 from slowwatch.models import SlowRequest
 
 if TYPE_CHECKING:
@@ -182,8 +177,15 @@ class SlowRequestAdmin(_Base):
             f"{obj.method} {obj.path[:120]}",
             original=obj,
             object_id=obj.pk,
-            **detail.context(obj),
+            **detail.context(obj, every_frame=request.GET.get("frames") == "all"),
             has_delete_permission=self.has_delete_permission(request, obj),
+            delete_url=(
+                reverse("admin:slowwatch_slowrequest_delete", args=[obj.pk])
+                if self.has_delete_permission(request, obj)
+                else ""
+            ),
+            speedscope_url=reverse("admin:slowwatch_speedscope", args=[obj.pk]),
+            collapsed_url=reverse("admin:slowwatch_collapsed", args=[obj.pk]),
             requests_url=_requests_url(obj.route, obj.method),
             **(extra_context or {}),
         )
@@ -202,34 +204,16 @@ class SlowRequestAdmin(_Base):
         if obj is None:
             raise Http404("No such slow request.")
         self._require_view(request, obj)
-        profile = FrozenProfile.from_dict(obj.profile)
-        name = f"slowwatch-{slugify(obj.endpoint)[:40] or 'request'}-{obj.request_id[:8]}"
-        if fmt == "speedscope":
-            body = json.dumps(speedscope(profile, f"{obj.method} {obj.path[:200]}"))
-            response = HttpResponse(body, content_type="application/json")
-            filename = f"{name}.speedscope.json"
-        else:
-            response = HttpResponse(
-                collapsed(profile, max_bytes=1 << 24), content_type="text/plain"
-            )
-            filename = f"{name}.collapsed.txt"
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        return detail.download(obj, fmt)
 
     def summary_view(self, request: HttpRequest) -> TemplateResponse:
         self._require_view(request)
-        key, length = summary.window(request.GET.get("window"))
-        found = summary.endpoints(self.get_queryset(request), summary.since(length))
-        rows = [(row, _requests_url(row.route, row.method)) for row in found]
         context = self._context(
             request,
             "Slow endpoints",
-            endpoints=rows,
-            windows=[(k, label, k == key) for k, label, _ in summary.WINDOWS],
-            window=key,
-            limit=summary.MAX_ENDPOINTS,
-            postgres=connections[settings.database_alias].vendor == "postgresql",
+            **summary.page_context(
+                self.get_queryset(request), request.GET.get("window"), _requests_url
+            ),
         )
         return TemplateResponse(request, "admin/slowwatch/slowrequest/summary.html", context)
 

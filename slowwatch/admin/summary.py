@@ -9,13 +9,16 @@ only the ``slowwatch_endpoints`` index, which covers them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections
 from django.db.models import Aggregate, Count, F, FloatField, Max, Q, QuerySet, Sum
+from django.db.models.functions import Trunc
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 
 from slowwatch.models import SlowRequest
 from slowwatch.report import UNRESOLVED
@@ -28,6 +31,13 @@ WINDOWS = (
     ("30d", "Last 30 days", timedelta(days=30)),
 )
 DEFAULT_WINDOW = "24h"
+#: How each window is cut into the bars of its chart: the unit, and its length.
+BARS = {
+    "1h": ("minute", timedelta(minutes=1)),
+    "24h": ("hour", timedelta(hours=1)),
+    "7d": ("hour", timedelta(hours=1)),
+    "30d": ("day", timedelta(days=1)),
+}
 #: Endpoints shown at most, the most frequent first.
 MAX_ENDPOINTS = 200
 
@@ -149,3 +159,84 @@ def _nearest_ranks(
 
 def since(length: timedelta) -> datetime:
     return timezone.now() - length
+
+
+def _floor(moment: datetime, unit: str) -> datetime:
+    """``moment`` in the current time zone, cut down to its ``unit`` as ``Trunc`` does."""
+    local = timezone.localtime(moment) if timezone.is_aware(moment) else moment
+    if unit == "minute":
+        return local.replace(second=0, microsecond=0)
+    if unit == "hour":
+        return local.replace(minute=0, second=0, microsecond=0)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def timelines(
+    rows: QuerySet[SlowRequest], start: datetime, key: str
+) -> tuple[str, dict[tuple[str, str], list[int]]]:
+    """Slow requests per endpoint and per bar of the window (oldest first), and the unit."""
+    unit, step = BARS.get(key, BARS[DEFAULT_WINDOW])
+    bars: list[datetime] = []
+    moment, now = _floor(start, unit), timezone.now()
+    while moment <= now:
+        bars.append(moment)
+        moment += step
+    index = {moment: i for i, moment in enumerate(bars)}
+    counted = (
+        rows.filter(started_at__gte=start)
+        .order_by()
+        .annotate(bar=Trunc("started_at", unit))
+        .values("route", "method", "bar")
+        .annotate(n=Count("id"))
+        .values_list("route", "method", "bar", "n")
+    )
+    found: dict[tuple[str, str], list[int]] = {}
+    for route, method, bar, n in counted:
+        i = index.get(bar)
+        if i is not None:
+            found.setdefault((route, method), [0] * len(bars))[i] += n
+    return unit, found
+
+
+def chart(counts: list[int] | None, unit: str, bars: int, height: int = 24) -> SafeString:
+    """A bar per ``unit``: a small SVG drawn here, from numbers only."""
+    counts = counts or [0] * bars
+    top = max(counts) or 1
+    rects = "".join(
+        f'<rect x="{i}" y="{height - height * n / top:.2f}" width="0.8" '
+        f'height="{height * n / top:.2f}"/>'
+        for i, n in enumerate(counts)
+        if n
+    )
+    title = f"{sum(counts)} slow requests, at most {max(counts)} in one {unit}"
+    return mark_safe(  # noqa: S308 - only numbers and fixed words go in
+        f'<svg class="sw-chart" viewBox="0 0 {len(counts)} {height}" '
+        f'preserveAspectRatio="none" width="120" height="{height}" role="img" '
+        f'aria-label="{title}"><title>{title}</title>{rects}</svg>'
+    )
+
+
+def page_context(
+    rows: QuerySet[SlowRequest], window_value: str | None, requests_url: Callable[[str, str], str]
+) -> dict[str, Any]:
+    """What the summary page shows; ``requests_url(route, method)`` links each endpoint."""
+    key, length = window(window_value)
+    start = since(length)
+    found = endpoints(rows, start)
+    unit, lines = timelines(rows, start, key)
+    bars = max((len(line) for line in lines.values()), default=1)
+    return {
+        "endpoints": [
+            (
+                row,
+                requests_url(row.route, row.method),
+                chart(lines.get((row.route, row.method)), unit, bars),
+            )
+            for row in found
+        ],
+        "windows": [(k, label, k == key) for k, label, _ in WINDOWS],
+        "window": key,
+        "limit": MAX_ENDPOINTS,
+        "unit": unit,
+        "postgres": connections[rows.db].vendor == "postgresql",
+    }
