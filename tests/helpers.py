@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -19,8 +20,12 @@ from typing import Any, ClassVar
 import pytest
 from django.conf import settings
 
+from slowwatch.render import text
+from slowwatch.report import Report
 from slowwatch.reporters.base import Reporter
 from slowwatch.reporters.database import DatabaseReporter
+from slowwatch.reporters.log import LEVELS as LOG_LEVELS
+from slowwatch.reporters.log import LoggingReporter
 
 HERE = Path(__file__).resolve().parent
 
@@ -196,3 +201,18 @@ class OuterMiddleware:
         response = self.get_response(request)  # an exception here would be a leak
         OuterMiddleware.seen.append(response.status_code)
         return response
+
+
+class SecondLoggingReporter(LoggingReporter):
+    """A second log sink (tests/test_faults.py): the LoggingReporter's records, on a
+    logger of its own (``testproject.second``), as ``DogslowLoggingReporter`` has.
+
+    A handler of ``slowwatch.report`` that hangs is then the fault of one sink,
+    and this one's records show what the other sinks got meanwhile.
+    """
+
+    logger = logging.getLogger("testproject.second")
+
+    def handle(self, report: Report) -> None:
+        level = LOG_LEVELS.get(report.kind, logging.INFO)
+        self.logger.log(level, "%s", text(report), extra={"slowwatch": report.to_dict()})

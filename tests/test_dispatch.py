@@ -175,3 +175,20 @@ def test_a_thread_that_died_is_started_again_and_counted():
         assert log.counts["slowwatch-reporter: thread died"] == 1
     finally:
         d.stop()
+
+
+def test_stop_without_waiting_still_ends_the_thread_and_runs_its_exit() -> None:
+    """The process's stop gives an idle sink no time (``stop(0)``): its thread
+    ends anyway, and releases what it holds on the way out."""
+    for _ in range(20):
+        exited = threading.Event()
+        queue: Dispatcher[int] = Dispatcher(
+            lambda item: None, name="slowwatch-test", exit_timeout=None, on_exit=exited.set
+        )
+        assert queue.submit(1) and queue.flush(5)
+        thread = queue._thread
+        queue.stop(0.0)
+        assert exited.wait(5)
+        assert thread is not None
+        thread.join(5)
+        assert not thread.is_alive()

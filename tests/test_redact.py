@@ -179,3 +179,21 @@ def test_a_planted_secret_never_survives_in_text(name, shape, noise):
     for text in (planted, f"{noise} {planted} {noise}", f"[{planted}, {noise!r}]"):
         assert canary not in redact_text(text)
         assert canary.encode() not in redact_bytes(text.encode())
+
+
+def test_a_views_sensitive_post_parameters_are_secret_while_its_locals_render() -> None:
+    from types import SimpleNamespace
+
+    from slowwatch.core.redact import MASK, also_secret, redact_text
+    from slowwatch.core.snapshots import sensitive_post_parameters
+
+    with also_secret(["PIN"]):
+        assert redact_text("user=ops&pin=1234") == f"user=ops&pin={MASK}"
+    assert redact_text("user=ops&pin=1234") == "user=ops&pin=1234"  # only within the block
+    request = SimpleNamespace(sensitive_post_parameters=["pin", 7])
+    assert sensitive_post_parameters(request) == ["pin"]
+    assert sensitive_post_parameters(SimpleNamespace(sensitive_post_parameters="__ALL__")) == (
+        "__ALL__"
+    )
+    assert sensitive_post_parameters(SimpleNamespace()) == []
+    assert sensitive_post_parameters(None) == []

@@ -147,17 +147,27 @@ class Dispatcher(Generic[T]):
 
     def _run(self) -> None:
         cond = self._cond
+        me = threading.current_thread()
         while True:
             with cond:
                 waited = True
-                while waited and not self._items and not self._lost and not self._stopping:
+                while (
+                    waited
+                    and not self._items
+                    and not self._lost
+                    and not self._stopping
+                    and self._thread is me
+                ):
                     waited = cond.wait(self.idle_every)
-                queue = self._lost or self._items
+                # stop() let go of this thread (it did not wait for it to end):
+                # it takes nothing more, whoever delivers next.
+                retired = self._thread is not me
+                queue = None if retired else (self._lost or self._items)
                 found = bool(queue)
-                if found:
+                if queue:
                     item = queue.popleft()
                     self._busy = True
-                stopping = self._stopping
+                stopping = self._stopping or retired
             if not found and not stopping:  # idle_every passed without an item
                 if self._on_idle is not None:
                     with self._errors.guard(f"{self.label} going idle"):

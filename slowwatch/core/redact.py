@@ -10,6 +10,8 @@ under, because a secret often travels in a variable with a harmless name
 URL userinfo, ``name=value`` and ``"name": value`` pairs with a secret name
 (query strings, Cookie headers, JSON, libpq DSNs, header lines), the fields of
 a multipart/form-data body with a secret name, and query strings inside text.
+A view's ``sensitive_post_parameters`` add their names for the time its
+locals are rendered (:func:`also_secret`).
 Everything here is a regular expression or a linear scan over text already cut
 to a bounded length; nothing parses into objects, calls back into user code or
 raises.
@@ -18,6 +20,9 @@ raises.
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from urllib.parse import quote, unquote_plus
 
 MASK = "********"
@@ -63,8 +68,26 @@ _FORM_PART = re.compile(
 _BARE_END = re.compile(r"[\s&;,}\])]")
 
 
+_also = threading.local()
+
+
+@contextmanager
+def also_secret(names: Collection[str]) -> Iterator[None]:
+    """On this thread, within the block, these exact names (in any case) are
+    secret too: the POST parameters a view declared sensitive."""
+    before: frozenset[str] = getattr(_also, "names", frozenset())
+    _also.names = before | {name.lower() for name in names}
+    try:
+        yield
+    finally:
+        _also.names = before
+
+
 def is_secret(name: str) -> bool:
-    return SECRET_NAMES.search(name) is not None
+    if SECRET_NAMES.search(name) is not None:
+        return True
+    extra: frozenset[str] = getattr(_also, "names", frozenset())
+    return bool(extra) and name.lower() in extra
 
 
 def redact_query(query: str) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from slowwatch.core.frames import Locals, Stack, is_project_file, walk_coroutine, walk_frames
 from slowwatch.core.profile import Profile, key_of
 from slowwatch.core.records import Snapshot
+from slowwatch.core.redact import also_secret
 from slowwatch.core.saferepr import BUDGET as LOCALS_BUDGET
 from slowwatch.core.saferepr import capture_locals as render_locals
 from slowwatch.core.sqlstats import in_flight
@@ -41,19 +42,43 @@ def native_id(thread: threading.Thread | None) -> int | None:
     return thread.native_id
 
 
+def sensitive_post_parameters(subject: object) -> list[str] | str:
+    """What Django's ``sensitive_post_parameters`` set on the request: names,
+    ``"__ALL__"``, or nothing. Read from the instance's own attributes only:
+    nothing of the request is evaluated on this thread."""
+    try:
+        found = vars(subject).get("sensitive_post_parameters")
+    except TypeError:  # no __dict__
+        return []
+    if found == "__ALL__":
+        return "__ALL__"
+    if isinstance(found, (list, tuple)):
+        return [name for name in found if type(name) is str]
+    return []
+
+
 def take_stack(
-    wd: Watchdog, key: object, top: FrameType | None, with_locals: bool = False
+    wd: Watchdog,
+    key: object,
+    top: FrameType | None,
+    with_locals: bool = False,
+    subject: object = None,
 ) -> Stack:
     """The request's stack: from ``top`` (its thread's frame), or, for an
-    asyncio task that is not running, from its await chain."""
+    asyncio task that is not running, from its await chain. ``subject``: the
+    request, whose sensitive POST parameters are masked in the locals."""
     local_values = None
     if with_locals:
         deadline = wd.clock() + LOCALS_BUDGET
+        hidden = sensitive_post_parameters(subject)
 
         def local_values(frame: FrameType) -> Locals | None:
             if not is_project_file(frame.f_code.co_filename):
                 return None
-            return render_locals(frame, deadline, wd.clock)
+            if hidden == "__ALL__":
+                return (("*", "<all locals hidden: sensitive_post_parameters>"),)
+            with also_secret(hidden):
+                return render_locals(frame, deadline, wd.clock)
 
     stack = walk_frames(top, wd.boundary, local_values)
     if not isinstance(key, int) and not stack.hidden:
@@ -113,7 +138,9 @@ def capture_due(wd: Watchdog, due: list[tuple[object, Watch]]) -> None:
         for key, watch in due:
             with wd.errors.guard("capturing a stack"):
                 thread_id = thread_of(key, watch)
-                stack = take_stack(wd, key, frames.get(thread_id), wd.capture_locals)
+                stack = take_stack(
+                    wd, key, frames.get(thread_id), wd.capture_locals, watch[SUBJECT]
+                )
                 report_due(wd, key, watch, stack, taken, wall, threads.get(thread_id))
     finally:
         # Frames keep whole call chains (and their locals) alive.

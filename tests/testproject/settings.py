@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import django
 
@@ -101,7 +102,7 @@ SLOWWATCH = {
 
 # Real-server tests read reports back from a JSON-lines file.
 _REPORTS = os.environ.get("SLOWWATCH_TEST_REPORTS")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {
@@ -123,3 +124,37 @@ if os.environ.get("SLOWWATCH_TEST_SENTRY_DSN"):
     import sentry_sdk
 
     sentry_sdk.init(dsn=os.environ["SLOWWATCH_TEST_SENTRY_DSN"])
+
+# tests/test_faults.py: slowwatch's own database (DATABASE_ALIAS) on an alias of
+# its own, "store", given as JSON settings: a black hole, a locked file, ...
+if os.environ.get("SLOWWATCH_TEST_STORE"):
+    import json
+
+    DATABASES["store"] = json.loads(os.environ["SLOWWATCH_TEST_STORE"])
+    SLOWWATCH["DATABASE_ALIAS"] = "store"
+
+# tests/test_faults.py: a second log sink, helpers.SecondLoggingReporter, whose
+# records go to a JSON-lines file of their own through a logger of their own.
+if os.environ.get("SLOWWATCH_TEST_SECOND_REPORTS"):
+    LOGGING["handlers"]["second"] = {
+        "class": "testproject.logs.JsonLinesHandler",
+        "filename": os.environ["SLOWWATCH_TEST_SECOND_REPORTS"],
+    }
+    LOGGING["loggers"]["testproject.second"] = {
+        "handlers": ["second"],
+        "level": "INFO",
+        "propagate": False,
+    }
+
+# tests/test_faults.py: a handler that raises or hangs on every record of one
+# logger, "<logger>:<raise|sleep>", listed after the logger's other handlers.
+if os.environ.get("SLOWWATCH_TEST_LOG_FAULT"):
+    _faulty_logger, _behaviour = os.environ["SLOWWATCH_TEST_LOG_FAULT"].split(":")
+    LOGGING["handlers"]["fault"] = {
+        "class": "testproject.logs.FaultyHandler",
+        "behaviour": _behaviour,
+        "calls": os.environ["SLOWWATCH_TEST_LOG_FAULT_CALLS"],
+        "release": os.environ["SLOWWATCH_TEST_LOG_FAULT_RELEASE"],
+    }
+    LOGGING["loggers"].setdefault(_faulty_logger, {"handlers": [], "level": "INFO"})
+    LOGGING["loggers"][_faulty_logger]["handlers"].append("fault")

@@ -25,6 +25,7 @@ urlpatterns = [
     path("whoami/", views.whoami, name="whoami"),
     path("sign-in/", views.sign_in, name="sign-in"),
     path("holds-secrets/", views.holds_secrets, name="holds-secrets"),
+    path("holds-every-secret/", views.holds_every_secret, name="holds-every-secret"),
     # Any path at all, slow: attacker-chosen paths reach the reports.
     re_path(r"^anything/", views.sleep, name="anything"),
     path("exempt/", views.exempt, name="exempt"),
@@ -35,4 +36,5 @@ urlpatterns = [
     path("class/", views.SleepView.as_view(), name="class"),
     path("async-sleep/", views.async_sleep, name="async-sleep"),
     path("async-exempt/", views.async_exempt, name="async-exempt"),
+    path("counters/", views.counters, name="counters"),
 ]

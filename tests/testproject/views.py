@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from slowwatch.decorators import slowwatch_exempt, slowwatch_threshold
 
@@ -229,3 +230,74 @@ def holds_secrets(request: HttpRequest) -> HttpResponse:
     dsn = f"postgres://bob:{DSN_CANARY}@db.example/app"
     time.sleep(_seconds(request, 0.8))
     return JsonResponse({"held": [len(body), len(headers), len(payload), len(dsn)]})
+
+
+def counters(request: HttpRequest) -> HttpResponse:
+    """This worker's :func:`slowwatch.runtime.counters`, and what each queue still
+    holds (queued or being handled), for tests/test_faults.py.
+
+    Counters only grow, and an item leaves a queue's ``pending`` only as a
+    counter grows: when two readings of the counters around the reading of
+    ``pending`` agree, all three belong to the same moment.
+    """
+    from slowwatch import runtime
+
+    for _ in range(1000):
+        before = runtime.counters()
+        pending = {}
+        queue = runtime.running_dispatcher()
+        if queue is not None:
+            pending["queue"] = queue.pending()
+        # Only once the sinks exist (their counters say so): never made here.
+        if any(" queue " in key for key in before):
+            for reporter, sink in runtime.sinks():
+                pending[type(reporter).__name__] = sink.pending()
+        if runtime.counters() == before:
+            break
+    else:
+        return JsonResponse({"error": "the counters never held still"}, status=503)
+    return JsonResponse({"pid": os.getpid(), "counters": before, "pending": pending})
+
+
+#: What ``holds_every_secret`` holds besides what its request brings, set by
+#: tests/test_canaries.py: values never written in this file, whose lines
+#: reports quote around each frame.
+HELD: dict[str, str] = {}
+
+
+@sensitive_variables("expected")
+def compare_pin(request: HttpRequest, seconds: float) -> bool:
+    """Slow with secrets under harmless names: only Django's decorator says to hide them."""
+    expected = HELD.get("sensitive", "")
+    given = request.POST.get("pin", "")
+    time.sleep(seconds)  # the sensitive sleeping line
+    return expected == given
+
+
+@csrf_exempt
+@sensitive_post_parameters("password", "pin")
+def holds_every_secret(request: HttpRequest) -> HttpResponse:
+    """Slow with every kind of secret in its locals (tests/test_canaries.py).
+
+    What the request brought, as views hold it (its body, its form, its query,
+    its cookies, its headers, its environ), and secrets of its own: under a
+    secret name, in a list of header pairs, in JSON, in a DSN; then queries
+    with a secret as a parameter and as a literal.
+    """
+    body = request.body
+    form = request.POST.dict()
+    query = request.GET.dict()
+    jar = dict(request.COOKIES)
+    headers = list(request.headers.items())
+    meta = request.META
+    api_secret = HELD.get("local", "")
+    outgoing = [("Accept", "application/json"), ("X-Auth-Token", HELD.get("pairs", ""))]
+    payload = json.dumps({"user": "bob", "password": HELD.get("json", "")})
+    dsn = f"postgres://bob:{HELD.get('dsn', '')}@db.example/app"
+    same = compare_pin(request, _seconds(request, 0.8))
+    literal = HELD.get("sqlliteral", "").replace("'", "''")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s", [HELD.get("sqlparam", "")])
+        cursor.execute(f"SELECT '{literal}'")
+    held = [body, form, query, jar, headers, meta, api_secret, outgoing, payload, dsn]
+    return JsonResponse({"same": same, "held": len(held)})
