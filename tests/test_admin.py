@@ -223,7 +223,11 @@ def test_the_settings_page_pauses_and_retimes_every_worker(
     client.get("/sleep/?s=0.4")
     runtime.flush(5)
     assert Collected.reports == []  # paused: not watched
+    watchdog = runtime.running_watchdog()
+    assert watchdog is not None
+    tick = watchdog.tick
     admin.post(url, {"threshold": "0.1"})
+    assert watchdog.tick < tick  # the monitor looks more often for the lower threshold
     state = control.current()
     assert (state.paused, state.threshold, state.changed_by) == (False, 0.1, "root")
     client.get("/sleep/?s=0.2")  # below the settings' 0.3 s, above the override
@@ -233,6 +237,7 @@ def test_the_settings_page_pauses_and_retimes_every_worker(
     assert admin.post(url, {"threshold": "-1"}).context["form"].errors["threshold"]
     admin.post(url, {"threshold": ""})
     assert control.current().threshold is None
+    assert watchdog.tick == tick  # and never keeps the faster tick once it is gone
 
 
 def test_the_settings_page_reads_nothing_from_slowwatchs_database(admin: Client) -> None:
