@@ -216,3 +216,20 @@ class SecondLoggingReporter(LoggingReporter):
     def handle(self, report: Report) -> None:
         level = LOG_LEVELS.get(report.kind, logging.INFO)
         self.logger.log(level, "%s", text(report), extra={"slowwatch": report.to_dict()})
+
+
+def reach_both_workers(srv: Server, path: str = "/sleep/?s=0.4", batch: int = 8) -> int:
+    """Send ``batch`` concurrent requests at a time until both of a two-worker
+    server's workers answered some; how many requests were sent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pids: set[int] = set()
+    sent = 0
+    for _ in range(10):
+        with ThreadPoolExecutor(batch) as pool:
+            answers = list(pool.map(srv.get, [path] * batch))
+        sent += len(answers)
+        pids |= {json.loads(body)["pid"] for _, body in answers}
+        if len(pids) == 2:
+            return sent
+    raise AssertionError(f"one worker answered every request: {pids}")

@@ -331,6 +331,26 @@ def black_hole_database(ctx: Context) -> Plan:
     )
 
 
+def lock_plan(store: dict[str, Any], apply: Callable[[], None], lift: Callable[[], None]) -> Plan:
+    """A lock on slowwatch's table, taken by ``apply`` and released by ``lift``."""
+
+    def engaged(during: Counts, after: Counts) -> list[str]:
+        problems = database_stuck(during, after)
+        if after.of("DatabaseReporter saved") <= during.of("DatabaseReporter saved"):
+            problems.append("the DatabaseReporter saved nothing once the lock was gone")
+        return problems
+
+    return Plan(
+        reporters=[DATABASE_REPORTER],
+        env=store_env(store),
+        fault_env=None,
+        faulted="DatabaseReporter",
+        apply=apply,
+        lift=lift,
+        engaged=engaged,
+    )
+
+
 def locked_sqlite(ctx: Context) -> Plan:
     store = ctx.sqlite_store("locked")
     holder: list[subprocess.Popen[str]] = []
@@ -355,21 +375,7 @@ def locked_sqlite(ctx: Context) -> Plan:
             process.wait(10)
             process.stdout.close()
 
-    def engaged(during: Counts, after: Counts) -> list[str]:
-        problems = database_stuck(during, after)
-        if after.of("DatabaseReporter saved") <= during.of("DatabaseReporter saved"):
-            problems.append("the DatabaseReporter saved nothing once the lock was gone")
-        return problems
-
-    return Plan(
-        reporters=[DATABASE_REPORTER],
-        env=store_env(store),
-        fault_env=None,
-        faulted="DatabaseReporter",
-        apply=apply,
-        lift=lift,
-        engaged=engaged,
-    )
+    return lock_plan(store, apply, lift)
 
 
 def locked_pg_table(ctx: Context) -> Plan:
@@ -397,21 +403,7 @@ def locked_pg_table(ctx: Context) -> Plan:
             conn.rollback()
             conn.close()
 
-    def engaged(during: Counts, after: Counts) -> list[str]:
-        problems = database_stuck(during, after)
-        if after.of("DatabaseReporter saved") <= during.of("DatabaseReporter saved"):
-            problems.append("the DatabaseReporter saved nothing once the lock was gone")
-        return problems
-
-    return Plan(
-        reporters=[DATABASE_REPORTER],
-        env=store_env(store),
-        fault_env=None,
-        faulted="DatabaseReporter",
-        apply=apply,
-        lift=lift,
-        engaged=engaged,
-    )
+    return lock_plan(store, apply, lift)
 
 
 def raising_report_handler(ctx: Context) -> Plan:

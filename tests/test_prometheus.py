@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from django.test import Client
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import Hanging, Server, slow
+from helpers import Hanging, Server, reach_both_workers, slow
 from slowwatch import runtime
 from slowwatch.reporters.prometheus import SYNC_EVERY
 
@@ -86,16 +84,7 @@ def test_two_gunicorn_workers_add_up_in_multiprocess_mode(tmp_path: Path) -> Non
     args = ["-b", "127.0.0.1:0", "-k", "gthread", "-w", "2", "--threads", "8"]
     srv = Server(tmp_path, [*args, "-c", "testproject/gunicorn_conf.py"], env=env)
     try:
-        pids: set[int] = set()
-        sent = 0
-        for _ in range(5):
-            with ThreadPoolExecutor(8) as pool:
-                answers = list(pool.map(srv.get, ["/sleep/?s=0.4"] * 8))
-            sent += len(answers)
-            pids |= {json.loads(body)["pid"] for _, body in answers}
-            if len(pids) == 2:
-                break
-        assert len(pids) == 2
+        sent = reach_both_workers(srv)
         srv.reports(sent, slow("finished"))
         metrics = scrape(srv)
         labels = (("method", "GET"), ("route", "sleep/"))
