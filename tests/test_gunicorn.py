@@ -242,16 +242,18 @@ def test_ctrl_c_then_the_masters_sigquit_stop_a_gthread_worker(tmp_path, hook):
     conf.write_text(WIDE_QUIT_WINDOW.format(hooks=hooks))
     args = ["-b", "127.0.0.1:0", "-k", "gthread", "-w", "1", "--threads", "4"]
     srv = Server(tmp_path, [*args, "--graceful-timeout", "2", "-c", str(conf)])
-    assert srv.get("/fast/")[0] == 200  # the pool has threads to wake
-    [pid] = srv.worker_pids
+    pid = 0
     try:
+        assert srv.get("/fast/")[0] == 200  # the pool has threads to wake
+        [pid] = srv.worker_pids
         os.kill(pid, signal.SIGINT)
         time.sleep(0.2)
         os.kill(pid, signal.SIGQUIT)
         stopped = worker_gone(pid, 2.5)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         srv.stop()
     if hook:
         assert stopped, "the worker hung on its second quit signal"

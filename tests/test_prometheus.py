@@ -147,9 +147,18 @@ def test_own_counts_are_read_at_scrape_time_while_a_reporter_hangs(settings: Any
             assert client.get("/sleep/?s=0.35").status_code == 200
         assert Hanging.entered.wait(5)
         hung = {"sink": "Hanging"}
-        submitted = value("slowwatch_sink_reports_total", {**hung, "outcome": "submitted"})
-        dropped = value("slowwatch_sink_reports_dropped_total", {**hung, "reason": "queue_full"})
-        assert (submitted, dropped) == (5, 3)
+
+        def offered() -> tuple[float, float]:
+            return (
+                value("slowwatch_sink_reports_total", {**hung, "outcome": "submitted"}),
+                value("slowwatch_sink_reports_dropped_total", {**hung, "reason": "queue_full"}),
+            )
+
+        # The last `finished` is built on slowwatch's reporter thread: wait for it.
+        deadline = time.monotonic() + 5
+        while sum(offered()) < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert offered() == (5, 3)
         assert value("slowwatch_sink_reports_total", {**hung, "outcome": "dropped"}) == 3
         assert value("slowwatch_sink_reports_total", {**hung, "outcome": "delivered"}) == 0
         # django-prometheus exports them too, read as the page is asked for.
