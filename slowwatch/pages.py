@@ -154,11 +154,8 @@ def endpoint_summary(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def settings_page(request: HttpRequest) -> HttpResponseBase:
     if request.method == "POST":
-        if not request.user.is_superuser:
-            raise PermissionDenied
-        form = control.ControlForm(request.POST)
-        if form.is_valid():
-            control.save(form, request)
+        form = control.posted(request)
+        if form is None:
             return redirect(f"{reverse('slowwatch:settings')}?saved=1")
     else:
         form = control.ControlForm(initial=control.initial())

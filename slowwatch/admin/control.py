@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from django import forms
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from slowwatch import control, fleet, runtime
@@ -42,6 +43,18 @@ def initial() -> dict[str, Any]:
     # reads nothing from a database that may be the one in trouble.
     state = control.current()
     return {"paused": state.paused, "threshold": state.threshold}
+
+
+def posted(request: HttpRequest) -> ControlForm | None:
+    """A POST of the settings form: None once saved, else the form with its errors.
+    Only a superuser changes the control."""
+    if not request.user.is_superuser:
+        raise PermissionDenied
+    form = ControlForm(request.POST)
+    if not form.is_valid():
+        return form
+    save(form, request)
+    return None
 
 
 def save(form: ControlForm, request: HttpRequest) -> None:

@@ -220,11 +220,8 @@ class SlowRequestAdmin(_Base):
     def settings_view(self, request: HttpRequest) -> HttpResponseBase:
         self._require_view(request)
         if request.method == "POST":
-            if not request.user.is_superuser:
-                raise PermissionDenied
-            form = control.ControlForm(request.POST)
-            if form.is_valid():
-                control.save(form, request)
+            form = control.posted(request)
+            if form is None:
                 self.message_user(
                     request,
                     "Saved. Every worker applies it within about "
