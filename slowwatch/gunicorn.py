@@ -20,6 +20,12 @@ lands while the first is inside the thread pool's ``shutdown()`` (gthread), it
 waits for a lock its own thread holds, and the worker hangs until the master
 kills it after ``--graceful-timeout``. Once quitting, the worker ignores
 further quit signals; it exits as the first one asked.
+
+gunicorn reads its configuration file in the master, before a gevent or
+eventlet worker monkey-patches: importing this module loads nothing but the
+standard library, so that no lock or thread-local (Django's database
+connections are one) is made before the patching and then shared by every
+greenlet. slowwatch itself is imported by the hooks, in the worker.
 """
 
 from __future__ import annotations
@@ -29,8 +35,6 @@ import signal
 import sys
 from types import FrameType
 from typing import Any
-
-from slowwatch import runtime
 
 __all__ = [
     "child_exit",
@@ -62,6 +66,8 @@ def report_in_flight(grace: float = GRACE, interrupted: FrameType | None = None)
     Also usable from other servers' hooks (uWSGI: see ``docs/install.rst``).
     Returns how many requests were reported.
     """
+    from slowwatch import runtime
+
     watchdog = runtime.running_watchdog()
     if watchdog is None:
         return 0
@@ -74,6 +80,8 @@ def report_in_flight(grace: float = GRACE, interrupted: FrameType | None = None)
 
 def post_worker_init(worker: Any) -> None:
     """Run gunicorn's quit handler once, however many quit signals arrive."""
+    from slowwatch import runtime
+
     with runtime.errors.guard("guarding the worker's quit handler"):
         handler = getattr(worker, "handle_quit", None)
         if handler is None:
@@ -105,6 +113,8 @@ def worker_exit(server: Any, worker: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     """With prometheus-client's multiprocess mode: forget a dead worker's live gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from slowwatch import runtime
+
         with runtime.errors.guard("marking a worker dead for Prometheus"):
             from prometheus_client import multiprocess
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from threading import get_ident
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from time import monotonic
 from types import CodeType
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from django.core.handlers.exception import convert_exception_to_response
 
 from slowwatch import control, runtime
 from slowwatch.conf import EXEMPT, settings
+from slowwatch.core import native
 from slowwatch.core.watch import CLAIM, SQL, Watch
 from slowwatch.requestinfo import WATCH_ATTR
 
@@ -85,6 +86,13 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
     get_response = middleware.get_response
     active = middleware.active
     watchdog = middleware.watchdog
+    # Read now, not at import: gevent may have patched threading since.
+    get_ident = threading.get_ident
+    # Under gevent each request is a greenlet: its watch also holds the
+    # greenlet (whose frames the monitor reads while it is suspended) and the
+    # OS thread (whose stack is the greenlet's while it runs).
+    greenlets = native.gevent_patched()
+    real_ident, current_greenlet = native.real_ident, native.greenlet_of
 
     def serve(request: HttpRequest, threshold: float | None = None) -> Any:
         # Every line here is paid by every request, so Watchdog.arm and disarm
@@ -95,11 +103,15 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
                 return get_response(request)
         started = monotonic()
         key = get_ident()
-        if key in active:
+        if key in active and not middleware._drop_stale_stream(key):
             # A handler nested in this thread's request: the outer watch covers
             # it. Only this thread files or removes the entry under its ident.
             return get_response(request)
-        active[key] = watch = [started, threshold, request, None, None]
+        if greenlets:
+            watch = [started, threshold, request, None, None, real_ident(), current_greenlet()]
+        else:
+            watch = [started, threshold, request, None, None]
+        active[key] = watch
         if started > watchdog.stale_at:
             watchdog.ensure_running()
         try:
@@ -107,6 +119,9 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
         except BaseException:
             middleware._unwatch(key, watch, request)
             raise
+        if getattr(response, "streaming", False):
+            # Watched until its last chunk is sent (see _streamed).
+            return middleware._stream(key, watch, response, request)
         # Our watch, or the copy a per-view rule filed in its place.
         filed = active.pop(key, watch)
         if filed[CLAIM] is not None:  # it was reported slow
@@ -114,6 +129,39 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
         return response
 
     return serve
+
+
+class _Stream:
+    """A streaming response's content, watched to its end.
+
+    While the server sends the stream, :meth:`__next__` is where the report's
+    stack begins, with the view's generator right under it. Its ``close`` ends
+    the watch: Django calls it when the server closes the response, whether
+    or not the stream was sent (a generator's ``finally`` would not run if
+    it never started).
+    """
+
+    __slots__ = ("_content", "_end")
+
+    def __init__(self, content: Iterator[Any], end: Callable[[], object]) -> None:
+        self._content = iter(content)
+        self._end: Callable[[], object] | None = end
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._content)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        end, self._end = self._end, None
+        if end is not None:
+            with runtime.errors.guard("ending a stream's watch"):
+                end()
 
 
 #: The code of the request path's frame, where a report's own stack begins.
@@ -184,6 +232,8 @@ class SlowWatchMiddleware:
         #: What reporters run on the request's thread first (the Sentry scope
         #: hand-off); only a configuration that has some pays for them.
         self.request_hooks = runtime.request_hooks()
+        #: key -> the watch of a streaming response still being sent.
+        self.streams: dict[int, Watch] = {}
         self.watchdog = runtime.watchdog()
         self.active = self.watchdog.active
         self.plain = not (
@@ -231,6 +281,47 @@ class SlowWatchMiddleware:
         filed = self.active.pop(key, watch)
         if filed[CLAIM] is not None:
             self._finish(filed, None, request)
+
+    def _stream(self, key: int, watch: Watch, response: Any, request: HttpRequest) -> Any:
+        """Keep watching a streaming response until its last chunk is sent.
+
+        The server iterates the response on the request's own thread (or
+        greenlet) and closes it when done (PEP 3333): the watch stays filed
+        under the same key until then, so sampling, SQL and the deadline carry
+        on through the generator, whose frames the report shows.
+        """
+        filed = self.active.get(key, watch)
+        if getattr(response, "is_async", False):
+            # An async iterator under WSGI: Django consumes it in one go, elsewhere.
+            self.active.pop(key, None)
+            if filed[CLAIM] is not None:
+                self._finish(filed, response, request)
+            return response
+        self.streams[key] = filed
+        content = response.streaming_content
+        response.streaming_content = _Stream(
+            content, lambda: self._end_stream(key, filed, response, request)
+        )
+        return response
+
+    def _end_stream(self, key: int, filed: Watch, response: Any, request: HttpRequest) -> None:
+        """The stream ended (sent, closed, or collected): end its watch."""
+        if self.streams.get(key) is filed:
+            del self.streams[key]
+        if self.active.get(key) is filed:
+            del self.active[key]
+            if filed[CLAIM] is not None:
+                self._finish(filed, response, request)
+
+    def _drop_stale_stream(self, key: int) -> bool:
+        """Whether this thread's watch is a stream that was never closed (and is
+        now dropped): the thread serves a new request, not a nested one."""
+        parked = self.streams.get(key)
+        if parked is None or self.active.get(key) is not parked:
+            return False
+        del self.streams[key]
+        self.active.pop(key, None)
+        return True
 
     def _finish(self, filed: Watch, response: Any, request: HttpRequest) -> None:
         """The end of a request the monitor took up: send ``finished`` if it was reported."""
@@ -290,6 +381,7 @@ class SlowWatchMiddleware:
 #: them (the server, Django's handler) is hidden from reports by default.
 BOUNDARY = (
     SERVE_CODE,
+    _Stream.__next__.__code__,
     SlowWatchMiddleware.__call__.__code__,
     SlowWatchMiddleware._acall.__code__,
 )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from slowwatch.core.frames import Folded, fold
-from slowwatch.core.states import verdict
+from slowwatch.core.states import LOOP, verdict
 
 if TYPE_CHECKING:
     from slowwatch.report import Report, SourceFrame
@@ -244,7 +244,11 @@ def text(report: Report) -> str:
         figures = process_line(report.process)
         process = f"\nProcess: {figures}" if figures else ""
         doing = f"\nThe thread is {report.verdict()}." if report.state else ""
-        return f"{summary(report)}{doing}{sql_lines(report)}{process}\n{traceback(report)}"
+        if report.state == LOOP:
+            doing += " No other request of this worker runs until it yields."
+        body = f"{summary(report)}{doing}{sql_lines(report)}{process}\n{traceback(report)}"
+        lines = hottest(report) if report.kind == "killed" else ""
+        return f"{body}\n{lines}" if lines else body
     lines = hottest(report)
     head = summary(report) + sql_lines(report)
     return f"{head}\n{lines}" if lines else head

@@ -173,7 +173,8 @@ def _source(stack: Stack) -> tuple[SourceFrame, ...]:
     )
 
 
-_HOSTNAME = socket.gethostname()
+#: This host's name, as every report gives it.
+HOSTNAME = _HOSTNAME = socket.gethostname()
 
 
 def build_report(event: Snapshot | Finished | Lost) -> Report:
@@ -217,6 +218,7 @@ def build_report(event: Snapshot | Finished | Lost) -> Report:
             process=process_figures(),
             sql=event.sql,
             state=event.state,
+            profile=event.profile,
             **common,
         )
     return Report(

@@ -76,3 +76,56 @@ def _delete(queryset: QuerySet[SlowRequest], using: str) -> None:
             if not batch:
                 return
             queryset.model._default_manager.db_manager(using).filter(pk__in=batch).delete()
+
+
+#: Rows looked at per round of :func:`close_orphans`.
+ORPHANS_PER_ROUND = 500
+
+
+def process_alive(pid: int | None, started_at: float) -> bool:
+    """Whether the process ``pid`` of this host is the one that began a request
+    at ``started_at`` (a POSIX timestamp): alive, and not a later process that
+    was given the same pid. When it cannot tell, it says alive."""
+    import psutil
+
+    if pid is None:
+        return True
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # not ours to look at
+        return True
+    return bool(created <= started_at + 1.0)
+
+
+def close_orphans(hostname: str, *, using: str = "default", now: float | None = None) -> int:
+    """Close the still-running rows of this host whose process is gone.
+
+    A worker killed without a word (SIGKILL from uWSGI's harakiri or the OOM
+    killer) leaves its requests' rows ``slow`` for good. Their state becomes
+    ``lost``, with what was known kept: the stack, the samples and the duration
+    of their last report. Returns how many rows were closed.
+    """
+    import time
+
+    from slowwatch.models import SlowRequest
+
+    rows = SlowRequest._default_manager.db_manager(using)
+    running = rows.filter(state="slow", hostname=hostname).order_by()
+    candidates = running.values_list("pk", "pid", "started_at")[:ORPHANS_PER_ROUND]
+    gone = [pk for pk, pid, started in candidates if not process_alive(pid, started.timestamp())]
+    closed = 0
+    when = time.time() if now is None else now
+    for found in rows.filter(pk__in=gone, state="slow").values(
+        "pk", "pid", "duration", "timeline", "extra"
+    ):
+        timeline = [*found["timeline"], {"kind": "lost", "at": when, "elapsed": found["duration"]}]
+        extra = {
+            **(found["extra"] or {}),
+            "lost": {"reason": "process_gone", "detail": f"process {found['pid']} is gone"},
+        }
+        closed += rows.filter(pk=found["pk"], state="slow").update(
+            state="lost", timeline=timeline, extra=extra
+        )
+    return closed

@@ -7,8 +7,8 @@ thread's watch; outside a watched request it only forwards the call.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from threading import get_ident
 from time import monotonic
 from typing import Any
 
@@ -28,6 +28,9 @@ class QueryTracker:
         self.active = active
         #: One tracker per connection object, so one alias.
         self.alias = alias
+        #: The request's key, as the middleware files it (read now: gevent
+        #: may have patched threading since import).
+        self.get_ident = threading.get_ident
 
     def track(
         self,
@@ -38,7 +41,7 @@ class QueryTracker:
         context: dict[str, Any],
     ) -> Any:
         # Paid by every query, watched or not: a dict lookup, then the call.
-        watch = self.active.get(get_ident())
+        watch = self.active.get(self.get_ident())
         if watch is None:
             return execute(sql, params, many, context)
         stats = watch[SQL]

@@ -83,6 +83,7 @@ class Server:
         app: str = "testproject.wsgi:application",
         env: dict[str, str] | None = None,
         cwd: Path = HERE,
+        command: list[str] | None = None,
     ) -> None:
         self.reports_file = tmp_path / "reports.jsonl"
         self.reports_file.touch()
@@ -94,7 +95,8 @@ class Server:
             "SLOWWATCH_TEST_DB": str(tmp_path / "db.sqlite3"),
             **(env or {}),
         }
-        cmd = [sys.executable, "-m", module, app, *args]
+        # ``command``: a server that is not a Python module (uWSGI's binary).
+        cmd = command or [sys.executable, "-m", module, app, *args]
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         self.worker_pids: set[int] = set()
@@ -110,13 +112,19 @@ class Server:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.log.append(line)
-            found = re.search(r"(?:Listening at: |running on )http://127\.0\.0\.1:(\d+)", line)
+            found = re.search(
+                r"(?:Listening at: |running on )http://127\.0\.0\.1:(\d+)"
+                r"|bound to TCP address 127\.0\.0\.1:(\d+)",
+                line,
+            )
             if found:
-                self.port = int(found.group(1))
+                self.port = int(found.group(1) or found.group(2))
                 ready.set()
-            worker = re.search(r"Booting worker with pid: (\d+)", line)
+            worker = re.search(
+                r"Booting worker with pid: (\d+)|uWSGI worker \d+ \(pid: (\d+)", line
+            )
             if worker:
-                self.worker_pids.add(int(worker.group(1)))
+                self.worker_pids.add(int(worker.group(1) or worker.group(2)))
         ready.set()
 
     def wait_for_log(self, text: str, timeout: float = 15) -> bool:

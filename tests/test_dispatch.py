@@ -192,3 +192,28 @@ def test_stop_without_waiting_still_ends_the_thread_and_runs_its_exit() -> None:
         assert thread is not None
         thread.join(5)
         assert not thread.is_alive()
+
+
+def test_a_child_forked_without_hooks_loses_no_item_queued_at_once() -> None:
+    """uWSGI forks in C: the new pid is noticed on the first submit. Threads
+    that submit at once start afresh once, and every item is delivered."""
+    delivered: list[int] = []
+    d: Dispatcher[int] = Dispatcher(delivered.append, exit_timeout=None)
+    try:
+        d._pid = -1  # what such a child looks like
+        start = threading.Barrier(8)
+
+        def submit(n: int) -> None:
+            start.wait()
+            assert d.submit(n)
+
+        threads = [threading.Thread(target=submit, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert d.flush(5)
+        assert sorted(delivered) == list(range(8))
+        assert d.counts["submitted"] == d.counts["delivered"] == 8
+    finally:
+        d.stop(1)

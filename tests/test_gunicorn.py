@@ -6,13 +6,16 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from typing import Any
 
 import psutil
 import pytest
+from test_control import migrate
 
 from helpers import Server, needs_postgres, slow
 
@@ -125,8 +128,11 @@ def test_a_request_slow_in_two_places_shows_both_in_its_profile(server):
 
 
 def test_a_request_killed_by_the_worker_timeout_is_reported_killed(tmp_path):
+    migrate(tmp_path / "db.sqlite3")
     args = ["-b", "127.0.0.1:0", "-k", "sync", "-w", "1", "--timeout", "2"]
-    srv = Server(tmp_path, [*args, "-c", "testproject/gunicorn_conf.py"])
+    reporters = "slowwatch.reporters.LoggingReporter,slowwatch.reporters.DatabaseReporter"
+    env = {"SLOWWATCH_TEST_REPORTERS": reporters, "SLOWWATCH_TEST_PG": "0"}
+    srv = Server(tmp_path, [*args, "-c", "testproject/gunicorn_conf.py"], env=env)
     try:
         # The worker dies under the request: that is the point.
         with contextlib.suppress(OSError):
@@ -138,6 +144,22 @@ def test_a_request_killed_by_the_worker_timeout_is_reported_killed(tmp_path):
         assert doc["timing"]["elapsed"] >= 2
         assert doc["stack"]["frames"][-1]["function"] == "sleep"
         assert killed["message"].startswith("Killed: GET /sleep/?s=30")
+        # Sampled from the threshold (0.3 s) until the kill (2 s): the profile
+        # of the request that had to be killed goes with its record.
+        assert doc["profile"]["samples"] >= 10
+        assert "100% sleeping" in killed["message"]
+        assert "Hottest lines since the threshold" in killed["message"]
+        # ... and with its row, which the admin shows.
+        deadline = time.monotonic() + 10
+        row = None
+        while time.monotonic() < deadline:
+            with closing(sqlite3.connect(tmp_path / "db.sqlite3")) as conn:
+                row = conn.execute("SELECT state, profile FROM slowwatch_slowrequest").fetchone()
+            if row is not None and row[0] == "killed":
+                break
+            time.sleep(0.1)
+        assert row is not None and row[0] == "killed"
+        assert json.loads(row[1])["samples"] >= 10
     finally:
         srv.stop()
 
@@ -259,3 +281,58 @@ def test_ctrl_c_then_the_masters_sigquit_stop_a_gthread_worker(tmp_path, hook):
         assert stopped, "the worker hung on its second quit signal"
     elif stopped:
         pytest.skip("this gunicorn no longer hangs on a second quit signal")
+
+
+def test_the_row_of_a_request_whose_worker_was_sigkilled_is_closed_by_the_next_worker(tmp_path):
+    """SIGKILL (uWSGI's harakiri, the OOM killer) leaves no time for a word:
+    the new worker's reporter closes the row the dead one left running."""
+    db = tmp_path / "db.sqlite3"
+    migrate(db)
+    reporters = "slowwatch.reporters.LoggingReporter,slowwatch.reporters.DatabaseReporter"
+    env = {"SLOWWATCH_TEST_REPORTERS": reporters, "SLOWWATCH_TEST_PG": "0"}
+    args = ["-b", "127.0.0.1:0", "-k", "sync", "-w", "1", "-c", "testproject/gunicorn_conf.py"]
+    srv = Server(tmp_path, args, env=env)
+
+    def rows() -> list[tuple[str, str, int]]:
+        with closing(sqlite3.connect(db)) as conn:
+            found = conn.execute("SELECT path, state, pid FROM slowwatch_slowrequest")
+            return sorted(found.fetchall())
+
+    def wait_for(check: Callable[[list[tuple[str, str, int]]], bool]) -> list[Any]:
+        deadline = time.monotonic() + 20
+        found = rows()
+        while not check(found) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found = rows()
+        return found
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            hanging = pool.submit(srv.get, "/sleep/?s=30", 30)
+            [(path, state, pid)] = wait_for(lambda r: len(r) == 1)
+            assert (path, state) == ("/sleep/?s=30", "slow")
+            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                hanging.result()
+        # The next worker's first report closes the dead worker's row.
+        assert srv.get("/sleep/?s=0.6")[0] == 200
+        found = wait_for(lambda r: ("/sleep/?s=30", "lost", pid) in r)
+        assert ("/sleep/?s=30", "lost", pid) in found, found
+    finally:
+        srv.stop()
+
+
+def test_a_streaming_response_is_watched_until_its_last_chunk(server):
+    """The view returns at once; the 1.5 s are spent sending the stream."""
+    status, body = server.get("/stream/?s=1.5")
+    assert status == 200 and body.count(b"chunk") == 5
+    [report] = server.reports(1, slow("slow"))
+    assert "# the streaming line" in report["message"]
+    functions = [f["function"] for f in report["slowwatch"]["stack"]["frames"]]
+    assert "stream.<locals>.chunks" in functions
+    [done] = server.reports(1, slow("finished"))
+    assert done["slowwatch"]["timing"]["elapsed"] >= 1.4
+    assert "% sleeping" in done["message"]
+    # The worker's next request is watched as usual.
+    assert server.get("/sleep/?s=0.6")[0] == 200
+    assert len(server.reports(2, slow("finished"))) == 2

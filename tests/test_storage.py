@@ -6,7 +6,10 @@ Run on SQLite by default and on PostgreSQL with SLOWWATCH_TEST_DATABASE=postgres
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -28,10 +31,10 @@ from slowwatch.core.frames import Stack
 from slowwatch.core.profile import FrozenProfile
 from slowwatch.core.records import Finished, Lost, RequestInfo, Snapshot
 from slowwatch.models import SlowRequest
-from slowwatch.report import build_report
+from slowwatch.report import HOSTNAME, build_report
 from slowwatch.reporters import DatabaseReporter
 from slowwatch.reporters.database import fields_of
-from slowwatch.retention import prune
+from slowwatch.retention import close_orphans, prune
 
 #: The reporter writes from its own thread: tests see its rows only outside a transaction.
 db = pytest.mark.django_db(transaction=True)
@@ -391,3 +394,31 @@ def test_retention_is_applied_by_the_reporter(settings: Any) -> None:
     reporter.handle(build_report(snapshot("f" * 32)))
     assert SlowRequest.objects.count() == 3
     assert SlowRequest.objects.filter(request_id="f" * 32).exists()
+
+
+@db
+def test_rows_left_running_by_a_dead_process_of_this_host_are_closed_lost() -> None:
+    """A worker killed without a word (SIGKILL) leaves its rows ``slow``: the
+    reporter of a surviving or new worker closes them, keeping what was known."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    reporter = DatabaseReporter()
+    mine = replace(snapshot("a" * 32), pid=os.getpid())
+    gone = replace(snapshot("b" * 32), pid=dead.pid)
+    # A request that began before this process did: its pid was reused.
+    reused = replace(snapshot("c" * 32), pid=os.getpid(), started_at=time.time() - 86400)
+    for record in (mine, gone, reused):
+        reporter.handle(build_report(record))
+    elsewhere = SlowRequest.objects.get(request_id="a" * 32)
+    elsewhere.pk, elsewhere.request_id, elsewhere.hostname = None, "d" * 32, "another-host"
+    elsewhere.pid = dead.pid
+    elsewhere.save()
+    assert close_orphans(HOSTNAME) == 2
+    # Our own process keeps its row; a pid that began after the request began
+    # is not the process that served it; another host's pids mean nothing here.
+    states = dict(SlowRequest.objects.values_list("request_id", "state"))
+    assert states == {"a" * 32: "slow", "b" * 32: "lost", "c" * 32: "lost", "d" * 32: "slow"}
+    row = SlowRequest.objects.get(request_id="b" * 32)
+    assert row.stack == SlowRequest.objects.get(request_id="a" * 32).stack
+    assert [e["kind"] for e in row.timeline] == ["slow", "lost"]
+    assert row.extra["lost"] == {"reason": "process_gone", "detail": f"process {dead.pid} is gone"}

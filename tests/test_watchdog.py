@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -352,3 +353,31 @@ def test_no_file_descriptor_outlives_a_reported_request(watchdog, clock, snapsho
     if before is not None:
         assert len(os.listdir("/proc/self/fd")) <= before
     assert snapshots and watchdog.sampler.sampled == {}
+
+
+def test_a_child_forked_without_hooks_loses_no_watch_of_its_first_requests():
+    """uWSGI forks in C, so no at-fork hook runs: the new pid is noticed when
+    the first requests arm. Several threads that file their watch and find
+    the pid changed at once: one starts afresh, and every watch is reported."""
+    wd, got, _ = recording()
+    try:
+        wd.require(0.2)
+        # What such a child looks like: another pid, no monitor, no heartbeat.
+        wd.pid, wd.stale_at = -1, -float("inf")
+        start = threading.Barrier(8)
+
+        def request(n: int) -> None:
+            start.wait()
+            wd.arm(f"/first/{n}", 0.2)
+            time.sleep(0.6)
+            wd.disarm(threading.get_ident())
+
+        threads = [threading.Thread(target=request, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(s.request.path for s in got) == sorted(f"/first/{n}" for n in range(8))
+        assert wd.pid == os.getpid() and wd.running
+    finally:
+        wd.stop()

@@ -25,9 +25,10 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from slowwatch.core import native
 from slowwatch.core.errors import InternalLog
 from slowwatch.core.errors import errors as process_errors
-from slowwatch.core.forks import reset_in_child
+from slowwatch.core.forks import Adoption, reset_in_child
 
 T = TypeVar("T")
 
@@ -75,23 +76,30 @@ class Dispatcher(Generic[T]):
         #: dropped:shutdown. ``restarted``: the thread had died.
         self.counts: Counter[str] = Counter()
         self._atexit_registered = False
+        self._adoption = Adoption()
         self._reset()
         reset_in_child(self._reset)
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
-        self._cond = threading.Condition(threading.Lock())
+        # Real locks and a real thread even under gevent: a greenlet that never
+        # yields must not keep the reports from going out.
+        self._cond = native.Condition()
         self._items: deque[T] = deque()
         #: Notices of dropped items, delivered first; bounded, overflow only counted.
         self._lost: deque[T] = deque(maxlen=self.maxsize)
         self._busy = False
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | native.NativeThread | None = None
+        # Last: other threads of a child forked without hooks wait for this.
+        self._pid = os.getpid()
 
     def submit(self, item: T) -> bool:
         """Queue an item for delivery; False (and counted) when it was dropped."""
         if self._pid != os.getpid():
-            self._reset()
+            # Forked without hooks (uWSGI): one thread starts afresh, none
+            # clears what another queued since.
+            pid = os.getpid()
+            self._adoption.run(self._reset, lambda: self._pid == pid)
         with self._cond:
             if self._stopping:
                 dropped = "shutdown"
@@ -134,20 +142,24 @@ class Dispatcher(Generic[T]):
                 self.counts["restarted"] += 1
                 self._errors.note(f"{self.label}: thread died", "slowwatch: %s died", self.name)
                 self._busy = False
-            thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            # The thread learns which it is from `box`, filed before it can
+            # take the lock we hold.
+            box: list[threading.Thread | native.NativeThread] = []
             try:
-                thread.start()
+                thread = native.start(lambda: self._run(box), self.name)
             except RuntimeError as exc:  # interpreter shutting down
                 self._errors.error("starting the reporter thread", exc)
                 return
+            box.append(thread)
             self._thread = thread
         if not self._atexit_registered and self.exit_timeout is not None:
             self._atexit_registered = True
             atexit.register(self._at_exit)
 
-    def _run(self) -> None:
+    def _run(self, box: list[threading.Thread | native.NativeThread]) -> None:
         cond = self._cond
-        me = threading.current_thread()
+        with cond:
+            me = box[0]
         while True:
             with cond:
                 waited = True
@@ -201,7 +213,7 @@ class Dispatcher(Generic[T]):
                     cond.notify_all()
             # Let a waiting monitor thread have the GIL now rather than at the
             # next switch interval: it may have deadlines to meet.
-            time.sleep(0)
+            native.sleep(0)
 
     @property
     def running(self) -> bool:
@@ -242,7 +254,7 @@ class Dispatcher(Generic[T]):
         if left:
             self._warn_drop("shutdown", left)
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and not native.is_current(thread):
             thread.join(max(0.0, deadline - time.monotonic()))
         self._thread = None
         self._stopping = False

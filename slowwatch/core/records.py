@@ -53,6 +53,8 @@ class Snapshot:
     sql: dict[str, Any] = field(default_factory=dict)
     #: What the thread was doing when the snapshot was taken (``slow`` only).
     state: str = ""
+    #: ``killed`` only: the samples taken since the threshold, up to the end.
+    profile: FrozenProfile | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from slowwatch.core.frames import sample_key
 from slowwatch.core.profile import key_of
-from slowwatch.core.snapshots import snapshot, take_stack
+from slowwatch.core.snapshots import snapshot, take_stack, top_of
 from slowwatch.core.sqlstats import sql_text
-from slowwatch.core.threadstate import ThreadProbe
+from slowwatch.core.threadstate import ThreadProbe, classify_greenlet
 from slowwatch.core.watch import SQL, STARTED, THRESHOLD, Claim, Watch, thread_of
 
 if TYPE_CHECKING:
@@ -117,14 +117,17 @@ class Sampler:
                     if claim.probe is not None:
                         claim.probe.close()
                     continue
-                top = frames.get(thread_of(key, watch))
+                top, running = top_of(key, watch, frames)
                 sample, inner, found = sample_key(top, wd.boundary)
                 if not found and not isinstance(key, int):
                     # A suspended asyncio task: its frames are on its await chain.
                     stack = take_stack(wd, key, top)
                     sample, inner = key_of(stack.frames), stack.frames[-3:]
                 state = ""
-                if claim.probe is None:
+                if running is not None:
+                    # A greenlet: its OS thread is the hub's, its frames tell.
+                    state = classify_greenlet(take_stack(wd, key, top).frames, running)
+                elif claim.probe is None:
                     claim.probe = ThreadProbe(thread_of(key, watch), claim.native_id)
                 else:
                     state = claim.probe.sample(inner, now - claim.sampled_at)

@@ -14,19 +14,30 @@ import sys
 import threading
 import uuid
 from dataclasses import replace
-from threading import get_ident
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from slowwatch.core import native
 from slowwatch.core.frames import Locals, Stack, is_project_file, walk_coroutine, walk_frames
-from slowwatch.core.profile import Profile, key_of
+from slowwatch.core.profile import FrozenProfile, Profile, key_of
 from slowwatch.core.records import Snapshot
 from slowwatch.core.redact import also_secret
 from slowwatch.core.saferepr import BUDGET as LOCALS_BUDGET
 from slowwatch.core.saferepr import capture_locals as render_locals
 from slowwatch.core.sqlstats import in_flight
-from slowwatch.core.threadstate import ThreadProbe, classify, is_lock_wait
-from slowwatch.core.watch import CLAIM, SQL, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
+from slowwatch.core.threadstate import ThreadProbe, classify, classify_greenlet, is_lock_wait
+from slowwatch.core.watch import (
+    CLAIM,
+    GREENLET,
+    SQL,
+    STARTED,
+    SUBJECT,
+    THREAD,
+    THRESHOLD,
+    Claim,
+    Watch,
+    thread_of,
+)
 
 if TYPE_CHECKING:
     from slowwatch.core.watchdog import Watchdog
@@ -55,6 +66,23 @@ def sensitive_post_parameters(subject: object) -> list[str] | str:
     if isinstance(found, (list, tuple)):
         return [name for name in found if type(name) is str]
     return []
+
+
+def top_of(
+    key: object, watch: Watch, frames: dict[int, FrameType]
+) -> tuple[FrameType | None, bool | None]:
+    """Where the request's stack starts, and, for a greenlet, whether it is
+    the one running (None for a thread or a task).
+
+    ``frames`` is ``sys._current_frames()``. A suspended greenlet keeps its
+    frames in ``gr_frame``; the running one is on its OS thread's stack.
+    """
+    if len(watch) > GREENLET:
+        frame = watch[GREENLET].gr_frame
+        if frame is not None:
+            return frame, False
+        return frames.get(watch[THREAD]), True
+    return frames.get(thread_of(key, watch)), None
 
 
 def take_stack(
@@ -138,10 +166,9 @@ def capture_due(wd: Watchdog, due: list[tuple[object, Watch]]) -> None:
         for key, watch in due:
             with wd.errors.guard("capturing a stack"):
                 thread_id = thread_of(key, watch)
-                stack = take_stack(
-                    wd, key, frames.get(thread_id), wd.capture_locals, watch[SUBJECT]
-                )
-                report_due(wd, key, watch, stack, taken, wall, threads.get(thread_id))
+                top, running = top_of(key, watch, frames)
+                stack = take_stack(wd, key, top, wd.capture_locals, watch[SUBJECT])
+                report_due(wd, key, watch, stack, taken, wall, threads.get(thread_id), running)
     finally:
         # Frames keep whole call chains (and their locals) alive.
         del frames
@@ -155,8 +182,13 @@ def report_due(
     taken: float,
     wall: float,
     thread: threading.Thread | None,
+    running: bool | None = None,
 ) -> None:
     """Hand a snapshot on, unless its request finished while we looked.
+
+    ``running``: for a greenlet, whether it was the one running (see
+    :func:`top_of`); a greenlet's state is read from its frames, its OS
+    thread's (the hub's) tells nothing of it.
 
     A Dekker-style handshake with the request thread, which deletes
     ``active[key]`` and then looks at the watch's claim slot: here we fill
@@ -171,13 +203,17 @@ def report_due(
     # What the thread is doing right now, for alerts that go out at once. Its
     # procfs entries are opened here, before the lock: under it, only bookkeeping.
     thread_native_id = native_id(thread)
-    probe = ThreadProbe(thread_of(key, watch), thread_native_id)
-    syscall = probe.syscall()
-    state = classify(stack.frames[-3:], syscall, None, 0.0)
-    if syscall == "futex" and state != "db" and not is_lock_wait(stack.frames):
-        # Waiting for the GIL (the monitor holds it right now) or a C-level
-        # lock: one look cannot tell, and the samples will.
-        state = ""
+    probe: ThreadProbe | None = None
+    if running is not None:
+        state = classify_greenlet(stack.frames, running)
+    else:
+        probe = ThreadProbe(thread_of(key, watch), thread_native_id)
+        syscall = probe.syscall()
+        state = classify(stack.frames[-3:], syscall, None, 0.0)
+        if syscall == "futex" and state != "db" and not is_lock_wait(stack.frames):
+            # Waiting for the GIL (the monitor holds it right now) or a C-level
+            # lock: one look cannot tell, and the samples will.
+            state = ""
     with wd.lock:
         claim = watch[CLAIM] = Claim(watch[STARTED], watch[THRESHOLD])
         live = wd.active.get(key) is watch and info is not None
@@ -194,9 +230,31 @@ def report_due(
             wd.sampler.follow(key, watch, claim, taken)
             found = snapshot(wd, "slow", claim, key, watch, stack, taken, wall, thread)
             wd.on_slow(replace(found, state=state))
-    if not live:
+    if not live and probe is not None:
         # Finished while we looked: the stack may be another request's.
         probe.close()
+
+
+def profile_so_far(wd: Watchdog, claim: Claim) -> FrozenProfile | None:
+    """A copy of a running request's profile, taken from a signal handler.
+
+    The lock keeps the monitor from adding a sample meanwhile; the handler may
+    have interrupted the very thread that holds it, so it waits a moment only
+    and then copies without it (a sample more or less).
+    """
+    profile = claim.profile
+    if profile is None:
+        return None
+    locked = wd.lock.acquire(True, 0.1)
+    try:
+        if claim.probe is not None and claim.probe.clock is not None:
+            profile.cpu_time = claim.probe.cpu_total
+        return profile.frozen()
+    except RuntimeError:  # a dict changed size while we copied it unlocked
+        return None
+    finally:
+        if locked:
+            wd.lock.release()
 
 
 def capture_in_flight(wd: Watchdog, kind: str, interrupted: FrameType | None) -> int:
@@ -208,7 +266,7 @@ def capture_in_flight(wd: Watchdog, kind: str, interrupted: FrameType | None) ->
     """
     frames = sys._current_frames()
     if interrupted is not None:
-        frames[get_ident()] = interrupted
+        frames[native.real_ident()] = interrupted
     taken, wall = wd.clock(), wd.wall_clock()
     threads = {t.ident: t for t in threading.enumerate()}
     handed = 0
@@ -225,9 +283,14 @@ def capture_in_flight(wd: Watchdog, kind: str, interrupted: FrameType | None) ->
                     claim.info = info
                 elif kind == "killed":
                     claim.killed = True
-                stack = take_stack(wd, key, frames.get(thread_id))
+                stack = take_stack(wd, key, top_of(key, watch, frames)[0])
                 thread = threads.get(thread_id)
-                wd.on_slow(snapshot(wd, kind, claim, key, watch, stack, taken, wall, thread))
+                found = snapshot(wd, kind, claim, key, watch, stack, taken, wall, thread)
+                if kind == "killed" and claim.profile is not None:
+                    # The profile of the request that had to be killed is the
+                    # one that matters most: it goes with the record.
+                    found = replace(found, profile=profile_so_far(wd, claim))
+                wd.on_slow(found)
                 handed += 1
     finally:
         del frames

@@ -12,6 +12,9 @@ CPU, DB, IO, SLEEP, LOCK, GIL, OTHER = "cpu", "db", "io", "sleep", "lock", "gil"
 #: Ready to run but not running: the host's CPUs are all busy. Not a wait on
 #: I/O, and ops act on it differently (a saturated host, not a slow service).
 RUNNABLE = "runnable"
+#: A greenlet (or coroutine) running without yielding: while it runs, no other
+#: request of its worker does.
+LOOP = "loop"
 
 #: How a verdict names each state.
 LABELS = {
@@ -22,6 +25,7 @@ LABELS = {
     LOCK: "waiting on a lock",
     GIL: "waiting for the GIL",
     RUNNABLE: "waiting for a CPU",
+    LOOP: "blocking its event loop",
     OTHER: "waiting",
 }
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 
 from slowwatch.core.frames import Frame
-from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, OTHER, RUNNABLE, SLEEP
+from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, LOOP, OTHER, RUNNABLE, SLEEP
 
 DB_MODULES = (
     "django.db.backends",
@@ -181,6 +181,25 @@ def _in(module: str, prefixes: tuple[str, ...]) -> bool:
 def is_lock_wait(frames: Sequence[Frame]) -> bool:
     """The innermost frame is in ``threading`` (or another lock module)."""
     return bool(frames) and _in(frames[-1].module, LOCK_MODULES)
+
+
+#: Where a suspended greenlet waits on a lock, an event or a queue.
+GREENLET_LOCK_MODULES = ("gevent.lock", "gevent._semaphore", "gevent.event", "gevent.queue")
+
+
+def classify_greenlet(frames: Sequence[Frame], running: bool) -> str:
+    """The state of a greenlet: running (it holds its hub), or suspended,
+    waiting for what its innermost frames say. A greenlet only yields to wait."""
+    if running:
+        return LOOP
+    if any(_in(f.module, DB_MODULES) for f in frames[-8:]):
+        return DB
+    inner = frames[-1] if frames else None
+    if inner is not None and inner.function == "sleep":
+        return SLEEP
+    if any(_in(f.module, GREENLET_LOCK_MODULES + LOCK_MODULES) for f in frames[-3:]):
+        return LOCK
+    return IO
 
 
 def classify(

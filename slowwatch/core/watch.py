@@ -16,10 +16,12 @@ from slowwatch.core.threadstate import ThreadProbe
 #: A watch: ``[started, threshold, subject, claim, sql]`` for a thread, keyed by
 #: its ident (``sql``: the request's SqlStats once it ran a query);
 #: ``[started, threshold, subject, claim, sql, thread_id]`` for an asyncio task,
-#: keyed by the task.
+#: keyed by the task; ``[started, threshold, subject, claim, sql, thread_id,
+#: greenlet]`` for a greenlet under gevent, keyed by gevent's ident for it
+#: (``thread_id`` is then the OS thread's).
 #: ``claim`` is None until the monitor takes the watch up.
 Watch = list[Any]
-STARTED, THRESHOLD, SUBJECT, CLAIM, SQL, THREAD = range(6)
+STARTED, THRESHOLD, SUBJECT, CLAIM, SQL, THREAD, GREENLET = range(7)
 
 
 @dataclass

@@ -33,20 +33,20 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from threading import get_ident
 from types import CodeType, FrameType
 from typing import Any
 
-from slowwatch.core import snapshots
+from slowwatch.core import native, snapshots
 from slowwatch.core.errors import InternalLog
 from slowwatch.core.errors import errors as process_errors
-from slowwatch.core.forks import reset_in_child
+from slowwatch.core.forks import Adoption, reset_in_child
 from slowwatch.core.records import Snapshot
 from slowwatch.core.sampling import Sampler
-from slowwatch.core.watch import CLAIM, STARTED, SUBJECT, THRESHOLD, Claim, Watch
+from slowwatch.core.watch import CLAIM, STARTED, SUBJECT, THRESHOLD, Claim, Watch, thread_of
 
 #: Longest sleep of an idle monitor.
 MAX_TICK = 1.0
@@ -112,6 +112,7 @@ class Watchdog:
         #: first on its first poll. It must return at once (hand work elsewhere).
         self.housekeeping: Callable[[], object] | None = None
         self.housekeeping_period = HOUSEKEEPING_PERIOD
+        self._adoption = Adoption()
         self._reset()
         # A child must not inherit our lock held or our (dead) thread; uWSGI
         # without fork hooks is caught by the heartbeat check instead.
@@ -145,14 +146,23 @@ class Watchdog:
             sampler.budget.base = sampler.budget.interval = sample_interval
         self.set_tick(tick_for(thresholds))
 
-    def _reset(self) -> None:
-        self.pid = os.getpid()
+    def _reset(self, keep_watches: bool = False) -> None:
+        """Fresh state for this process. ``keep_watches``: for a fork noticed
+        late (no hooks ran), the watches this process's threads filed since
+        the fork stay; only those of threads that are not here are dropped."""
         #: Held by the monitor while it decides about a watch and while it adds
         #: samples; :meth:`settle` takes it to learn the outcome.
-        self.lock = threading.Lock()
-        self._wake = threading.Event()
+        self.lock = native.allocate_lock()
+        self._wake = native.Event()
         # Cleared in place: the middleware holds a reference to this dict.
-        self.active.clear()
+        if keep_watches:
+            filed = list(self.active.items())
+            here = sys._current_frames().keys()
+            for key, watch in filed:
+                if thread_of(key, watch) not in here:
+                    self.active.pop(key, None)
+        else:
+            self.active.clear()
         self._heap: list[tuple[float, int, object, Watch]] = []
         self._seen: dict[object, Watch] = {}
         self._seq = itertools.count()
@@ -161,12 +171,14 @@ class Watchdog:
             old.close()  # inherited over a fork: the parent's threads
         self.sampler = Sampler(self, self.cpu_budget)
         self._next_housekeeping = -float("inf")
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | native.NativeThread | None = None
         self._stopping = False
         #: Monotonic time after which arming checks that the monitor is alive:
         #: its last poll plus STALE_AFTER. Kept as a sum so that the request
         #: path compares two floats and computes nothing.
         self.stale_at = -float("inf")
+        # Last: other threads of a child forked without hooks wait for this.
+        self.pid = os.getpid()
 
     # -- request side ---------------------------------------------------
     # The middleware's sync request path inlines arm and disarm (a method
@@ -180,7 +192,7 @@ class Watchdog:
         handler): the outer watch covers it.
         """
         now = self.clock()
-        ident = get_ident()
+        ident = threading.get_ident()
         key: object
         watch: Watch
         if task is None:
@@ -225,7 +237,7 @@ class Watchdog:
 
     def current(self) -> object | None:
         """The key of the calling thread's watch, if it has one."""
-        ident = get_ident()
+        ident = threading.get_ident()
         return ident if ident in self.active else None
 
     def retune(self, key: object, threshold: float) -> None:
@@ -253,7 +265,7 @@ class Watchdog:
 
     def wake(self) -> None:
         """Have the monitor poll now rather than at its next deadline."""
-        wake: threading.Event | None = getattr(self, "_wake", None)
+        wake: native.Event | None = getattr(self, "_wake", None)
         if wake is not None:
             wake.set()
 
@@ -267,7 +279,8 @@ class Watchdog:
     def ensure_running(self) -> None:
         """Start the monitor thread if this process has none (first use, after fork)."""
         if self.pid != os.getpid():
-            self._reset()
+            pid = os.getpid()
+            self._adoption.run(lambda: self._reset(keep_watches=True), lambda: self.pid == pid)
         with self.lock:
             if self.running:
                 self.stale_at = self.clock() + STALE_AFTER
@@ -275,11 +288,12 @@ class Watchdog:
             if self._thread is not None:
                 # Whatever killed it got past every guard: count it, start anew.
                 self.errors.note("the monitor thread died", "slowwatch: the monitor thread died")
-            thread = threading.Thread(target=self._run, name="slowwatch-monitor", daemon=True)
             self._stopping = False
             self.stale_at = self.clock() + STALE_AFTER
             try:
-                thread.start()
+                # A real OS thread even under gevent: it must run while a
+                # greenlet that never yields holds the worker's thread.
+                thread = native.start(self._run, "slowwatch-monitor")
             except RuntimeError as exc:  # interpreter shutting down
                 self.errors.error("starting the monitor thread", exc)
                 return
@@ -290,7 +304,7 @@ class Watchdog:
         self._stopping = True
         self._wake.set()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and not native.is_current(thread):
             thread.join(timeout)
         self._thread = None
         self.active.clear()

@@ -31,10 +31,10 @@ from slowwatch.connections import bounded, not_migrated
 from slowwatch.core.errors import errors
 from slowwatch.core.frames import frame_kind
 from slowwatch.core.states import verdict
-from slowwatch.report import Report
+from slowwatch.report import HOSTNAME, Report
 from slowwatch.reporters.base import Reporter
 from slowwatch.reporters.db_writes import RowWriter
-from slowwatch.retention import prune
+from slowwatch.retention import close_orphans, prune
 
 #: Seconds to wait before each retry of a failed write (then the report is dropped).
 RETRY_DELAYS = (0.05, 0.25)
@@ -123,6 +123,8 @@ def fields_of(report: Report) -> dict[str, Any]:
         seen = sql.get("in_flight_seen") or []
         if seen and not current:
             found["sql_in_flight"] = str(seen[0].get("sql", ""))[:MAX_TEXT]
+    if report.kind in ("finished", "killed"):
+        # A killed request's profile goes up to the kill.
         profile = report.profile
         if profile is not None:
             states: dict[str, float] = dict(profile.states)
@@ -145,6 +147,9 @@ def _scalars(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Seconds between two looks for rows whose process is gone.
+ORPHANS_EVERY = 60.0
+
 #: The state a row takes at each transition (``still_slow`` keeps ``slow``).
 STATES = {"slow": "slow", "still_slow": "slow", "killed": "killed", "finished": "finished"}
 
@@ -153,8 +158,14 @@ class DatabaseReporter(Reporter):
     """Keeps every slow request in :class:`~slowwatch.models.SlowRequest` for the admin.
 
     Writes on ``SLOWWATCH["DATABASE_ALIAS"]``; prunes by ``SLOWWATCH["RETENTION"]``
-    at most once an hour. ``counts`` has ``saved`` and ``dropped`` figures.
+    at most once an hour. Once a minute, and on its first report, it closes
+    the rows of this host whose process is gone (``lost``: see
+    :func:`~slowwatch.retention.close_orphans`). ``counts`` has ``saved``,
+    ``dropped`` and ``closed_orphans`` figures.
     """
+
+    #: Seconds between two looks for rows left running by a dead process.
+    idle_every = ORPHANS_EVERY
 
     def __init__(self) -> None:
         if not apps.is_installed("slowwatch"):
@@ -167,6 +178,7 @@ class DatabaseReporter(Reporter):
         self.alias = settings.database_alias
         self.counts: Counter[str] = Counter()
         self._next_prune = 0.0
+        self._next_orphans = 0.0
         #: request id -> what the next transition of its row needs (state,
         #: timeline, extra), so that it is one UPDATE without a SELECT first;
         #: and the scalar columns it holds, so that the UPDATE sets only the
@@ -206,8 +218,21 @@ class DatabaseReporter(Reporter):
             self._next_prune = time.monotonic() + PRUNE_EVERY
             with errors.guard("DatabaseReporter: applying RETENTION"):
                 prune(*settings.retention, using=self.alias)
+        self.orphans()
+
+    def orphans(self) -> None:
+        """Close the rows left running by a dead process of this host (once a minute)."""
+        if time.monotonic() < self._next_orphans:
+            return
+        self._next_orphans = time.monotonic() + ORPHANS_EVERY
+        with errors.guard("DatabaseReporter: closing rows of dead processes"):
+            bounded(self.alias)
+            closed = close_orphans(HOSTNAME, using=self.alias)
+            if closed:
+                self.counts["closed_orphans"] += closed
 
     def idle(self) -> None:
+        self.orphans()
         # Kept open through a burst of reports; then Django's own rule for a
         # request's connection: closed now with the default CONN_MAX_AGE of 0,
         # kept for the next report while the alias's CONN_MAX_AGE allows.

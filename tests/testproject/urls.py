@@ -37,4 +37,7 @@ urlpatterns = [
     path("async-sleep/", views.async_sleep, name="async-sleep"),
     path("async-exempt/", views.async_exempt, name="async-exempt"),
     path("counters/", views.counters, name="counters"),
+    path("queries-around-sleep/", views.queries_around_sleep, name="queries-around-sleep"),
+    path("never-yields/", views.never_yields, name="never-yields"),
+    path("stream/", views.stream, name="stream"),
 ]

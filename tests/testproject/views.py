@@ -7,9 +7,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 from django.db import connection, connections
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -301,3 +302,34 @@ def holds_every_secret(request: HttpRequest) -> HttpResponse:
         cursor.execute(f"SELECT '{literal}'")
     held = [body, form, query, jar, headers, meta, api_secret, outgoing, payload, dsn]
     return JsonResponse({"same": same, "held": len(held)})
+
+
+def queries_around_sleep(request: HttpRequest) -> HttpResponse:
+    """Queries, sleeps (cooperatively under gevent), queries again."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    time.sleep(_seconds(request, 0.8))  # the sleep between queries
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 2")
+    return JsonResponse({"pid": os.getpid()})
+
+
+def never_yields(request: HttpRequest) -> HttpResponse:
+    """A CPU loop: under gevent, a greenlet that holds its worker's hub."""
+    deadline = time.perf_counter() + _seconds(request)
+    n = 0
+    while time.perf_counter() < deadline:  # the loop that never yields
+        n += 1
+    return JsonResponse({"pid": os.getpid(), "n": n})
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    """A response sent in chunks, slowly: the time is spent after the view returned."""
+    seconds, count = _seconds(request, 1.5), 5
+
+    def chunks() -> Iterator[str]:
+        for n in range(count):
+            time.sleep(seconds / count)  # the streaming line
+            yield f"chunk {n}\n"
+
+    return StreamingHttpResponse(chunks())

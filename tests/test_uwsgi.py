@@ -1,0 +1,103 @@
+"""uWSGI, built from PyPI: pre-fork without fork hooks, and harakiri.
+
+uWSGI forks its workers in C, so Python's at-fork hooks do not run: each new
+worker notices its new pid on its first requests, several of them at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from test_control import migrate
+
+from helpers import HERE, Server, slow
+
+UWSGI = shutil.which("uwsgi", path=str(Path(sys.executable).parent))
+
+pytestmark = [
+    pytest.mark.server,
+    # Built from source for the default Python only (scripts/test): once is enough.
+    pytest.mark.load,
+    pytest.mark.skipif(
+        UWSGI is None, reason="uWSGI is not installed next to this Python (pip install uwsgi)"
+    ),
+]
+
+
+def uwsgi(tmp_path: Path, *options: str, reporters: str = "") -> Server:
+    migrate(tmp_path / "db.sqlite3")
+    assert UWSGI is not None
+    command = [
+        UWSGI,
+        "--http-socket",
+        "127.0.0.1:0",
+        "--module",
+        "testproject.wsgi:application",
+        "--master",
+        "--die-on-term",
+        "--home",
+        str(Path(sys.executable).parent.parent),
+        *options,
+    ]
+    env = {"SLOWWATCH_TEST_PG": "0", "DJANGO_SETTINGS_MODULE": "testproject.settings"}
+    if reporters:
+        env["SLOWWATCH_TEST_REPORTERS"] = reporters
+    return Server(tmp_path, [], env=env, command=command, cwd=HERE)
+
+
+def rows(db: Path) -> list[tuple[str, str]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return sorted(conn.execute("SELECT path, state FROM slowwatch_slowrequest").fetchall())
+
+
+def test_concurrent_first_requests_of_new_workers_are_each_reported(tmp_path: Path) -> None:
+    """Pre-fork without lazy-apps: 8 slow requests reach 2 fresh workers of 4
+    threads at once. Each is reported, with its own stack (its depth)."""
+    srv = uwsgi(tmp_path, "--processes", "2", "--threads", "4")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda n: srv.get(f"/deep/{n}/?s=1.0"), range(8)))
+        assert [status for status, _ in answers] == [200] * 8
+        reports = srv.reports(8, slow("slow"))
+        assert sorted(r["slowwatch"]["request"]["url"] for r in reports) == [
+            f"/deep/{n}/?s=1.0" for n in range(8)
+        ]
+        for report in reports:
+            depth = int(report["slowwatch"]["request"]["url"].split("/")[2])
+            frames = report["slowwatch"]["stack"]["frames"]
+            assert sum(f["function"] == "descend" for f in frames) == depth + 1
+        assert len(srv.reports(8, slow("finished"))) == 8
+    finally:
+        srv.stop()
+
+
+def test_harakiri_the_slow_report_is_out_before_the_kill_and_the_row_is_closed(
+    tmp_path: Path,
+) -> None:
+    """harakiri kills the worker with SIGKILL: the ``slow`` report went out at
+    the threshold; the worker uWSGI starts in its place closes the row."""
+    db = tmp_path / "db.sqlite3"
+    reporters = "slowwatch.reporters.LoggingReporter,slowwatch.reporters.DatabaseReporter"
+    srv = uwsgi(tmp_path, "--processes", "1", "--harakiri", "3", reporters=reporters)
+    try:
+        with contextlib.suppress(OSError):  # the connection dies with the worker
+            srv.get("/sleep/?s=30", timeout=20)
+        [report] = srv.reports(1, slow("slow"))
+        assert report["slowwatch"]["request"]["url"] == "/sleep/?s=30"
+        assert ("/sleep/?s=30", "slow") in rows(db) or ("/sleep/?s=30", "lost") in rows(db)
+        # The next worker's first report closes the row the killed one left.
+        assert srv.get("/sleep/?s=0.6")[0] == 200
+        deadline = time.monotonic() + 20
+        while ("/sleep/?s=30", "lost") not in rows(db) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ("/sleep/?s=30", "lost") in rows(db), rows(db)
+    finally:
+        srv.stop()
