@@ -442,6 +442,14 @@ SERVER_CPU, CLIENT_CPU = (
 )
 
 
+#: gunicorn's arguments for each worker class measured.
+WORKER_ARGS = {
+    "sync": ["-k", "sync"],
+    "gthread": ["-k", "gthread", "--threads", "4"],
+    "gevent": ["-k", "gevent"],
+}
+
+
 class Gunicorn:
     """A gunicorn with one worker running the benchmark project in one configuration."""
 
@@ -450,7 +458,7 @@ class Gunicorn:
         env.pop("BENCH_RECORD")  # the recording reporter lives in this process only
         args = [sys.executable, "-m", "gunicorn", "benchwsgi:application", "-b", "127.0.0.1:0"]
         args += ["-w", "1", "--log-level", "info"]
-        args += ["-k", "gthread", "--threads", "4"] if worker == "gthread" else ["-k", "sync"]
+        args += WORKER_ARGS[worker]
         self.proc = subprocess.Popen(
             args,
             env=env,
@@ -709,7 +717,7 @@ def gunicorn_table(raw: dict[str, Any], runs: int = 12, seconds: int = 3) -> Non
     )
     out("|---|---|---|---|---|---|---|---|---|---|---|")
     raw["gunicorn"] = {}
-    for worker in ("sync", "gthread"):
+    for worker in WORKER_ARGS:
         # The empty middleware is the floor here too: in a real server any
         # middleware costs a few times what it costs in the in-process loop.
         rps: dict[str, list[float]] = {name: [] for name in CONFIGS}
