@@ -20,7 +20,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import MiddlewareNotUsed
 from django.core.handlers.exception import convert_exception_to_response
 
-from slowwatch import control, runtime
+from slowwatch import control, executors, runtime
 from slowwatch.conf import EXEMPT, settings
 from slowwatch.core import native
 from slowwatch.core.watch import CLAIM, SQL, Watch
@@ -335,17 +335,24 @@ class SlowWatchMiddleware:
         # Keyed by the task serving this request: while it waits, its frames are
         # on its await chain rather than on the loop thread's stack.
         task = asyncio.current_task()
-        watch = None if threshold is None else self.watchdog.arm(request, threshold, task=task)
+        watch = (
+            None
+            if threshold is None
+            else self.watchdog.arm(request, threshold, task=task, holder=executors.context())
+        )
         if watch is None:
             return await self.get_response(request)  # type: ignore[no-any-return, misc]
         setattr(request, WATCH_ATTR, task)
+        # For the query tracker on the executor thread (see slowwatch.executors).
+        executors.current.set((task, watch))
         response = None
         try:
             response = await self.get_response(request)  # type: ignore[misc]
         finally:
             claim = self.watchdog.disarm(task, watch)
             if claim is not None:
-                runtime.finished(claim, response, sys.exc_info()[1], request=request)
+                stats = watch[SQL]
+                runtime.finished(claim, response, sys.exc_info()[1], stats, request)
         return response  # type: ignore[no-any-return]
 
     def _process_view(
@@ -380,6 +387,7 @@ class SlowWatchMiddleware:
 #: Code of the frames where a request's own stack begins: what lies above
 #: them (the server, Django's handler) is hidden from reports by default.
 BOUNDARY = (
+    *executors.BOUNDARY,
     SERVE_CODE,
     _Stream.__next__.__code__,
     SlowWatchMiddleware.__call__.__code__,

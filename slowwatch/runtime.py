@@ -27,7 +27,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from slowwatch import control
+from slowwatch import control, executors
 from slowwatch.conf import settings
 from slowwatch.core.dispatch import Dispatcher
 from slowwatch.core.errors import errors
@@ -145,7 +145,9 @@ def configure(target: Watchdog) -> None:
         capture_locals=settings.capture_locals,
         boundary=BOUNDARY if settings.hide_server_frames else (),
         thresholds=thresholds(),
+        starts=BOUNDARY,
     )
+    target.sync_thread = executors.thread_of
 
 
 def _on_control(state: control.ControlState) -> None:

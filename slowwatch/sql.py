@@ -17,6 +17,7 @@ from django.db.backends.signals import connection_created
 
 from slowwatch.core.sqlstats import SqlStats, sql_text
 from slowwatch.core.watch import CLAIM, SQL, Watch
+from slowwatch.executors import current
 
 
 class QueryTracker:
@@ -43,7 +44,12 @@ class QueryTracker:
         # Paid by every query, watched or not: a dict lookup, then the call.
         watch = self.active.get(self.get_ident())
         if watch is None:
-            return execute(sql, params, many, context)
+            # An ASGI request's query runs on its executor thread; the request's
+            # watch came along in its context (slowwatch.executors).
+            held = current.get()
+            if held is None or self.active.get(held[0]) is not held[1]:
+                return execute(sql, params, many, context)
+            watch = held[1]
         stats = watch[SQL]
         if stats is None:
             stats = watch[SQL] = SqlStats()

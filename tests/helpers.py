@@ -114,7 +114,7 @@ class Server:
             self.log.append(line)
             found = re.search(
                 r"(?:Listening at: |running on )http://127\.0\.0\.1:(\d+)"
-                r"|bound to TCP address 127\.0\.0\.1:(\d+)",
+                r"|(?:bound to|Listening on) TCP address 127\.0\.0\.1:(\d+)",
                 line,
             )
             if found:

@@ -14,10 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from slowwatch.core.frames import sample_key
 from slowwatch.core.profile import key_of
-from slowwatch.core.snapshots import snapshot, take_stack, top_of
+from slowwatch.core.snapshots import (
+    LOOP_MODE,
+    THREAD_MODE,
+    WAITING_MODE,
+    native_id_of,
+    snapshot,
+    take_stack,
+    where,
+)
 from slowwatch.core.sqlstats import sql_text
-from slowwatch.core.threadstate import ThreadProbe, classify_greenlet
-from slowwatch.core.watch import SQL, STARTED, THRESHOLD, Claim, Watch, thread_of
+from slowwatch.core.threadstate import ThreadProbe, classify_suspended
+from slowwatch.core.watch import SQL, STARTED, THRESHOLD, Claim, Watch
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -117,22 +125,28 @@ class Sampler:
                     if claim.probe is not None:
                         claim.probe.close()
                     continue
-                top, running = top_of(key, watch, frames)
-                sample, inner, found = sample_key(top, wd.boundary)
-                if not found and not isinstance(key, int):
-                    # A suspended asyncio task: its frames are on its await chain.
-                    stack = take_stack(wd, key, top)
+                at = where(wd, key, watch, frames)
+                top = at.frame
+                if at.mode == THREAD_MODE:
+                    sample, inner, _ = sample_key(top, wd.boundary)
+                else:
+                    # A task or greenlet: on its loop, or suspended (its await
+                    # chain, its gr_frame); its frames tell its state.
+                    stack = take_stack(wd, key, top, waiting=at.mode == WAITING_MODE)
                     sample, inner = key_of(stack.frames), stack.frames[-3:]
                 state = ""
-                if running is not None:
-                    # A greenlet: its OS thread is the hub's, its frames tell.
-                    state = classify_greenlet(take_stack(wd, key, top).frames, running)
-                elif claim.probe is None:
-                    claim.probe = ThreadProbe(thread_of(key, watch), claim.native_id)
+                if at.mode != THREAD_MODE:
+                    state = classify_suspended(stack.frames, at.mode == LOOP_MODE)
+                elif claim.probe is None or claim.probe.thread_id != at.thread:
+                    # The first look at this thread (an ASGI request's sync
+                    # work moves to its executor thread and back).
+                    if claim.probe is not None:
+                        claim.probe.close()
+                    claim.probe = ThreadProbe(at.thread, native_id_of(at.thread))
                 else:
                     state = claim.probe.sample(inner, now - claim.sampled_at)
                 claim.sampled_at = now
-                self._escalate(key, watch, claim, top, now)
+                self._escalate(key, watch, claim, top, now, at.mode == WAITING_MODE)
                 stats = watch[SQL]
                 current = stats.current if stats is not None else None
                 taken.append((claim, sample, state, current))
@@ -152,7 +166,13 @@ class Sampler:
                         claim.inflight[sql] = (alias, now - started)
 
     def _escalate(
-        self, key: object, watch: Watch, claim: Claim, top: FrameType | None, now: float
+        self,
+        key: object,
+        watch: Watch,
+        claim: Claim,
+        top: FrameType | None,
+        now: float,
+        waiting: bool | None = None,
     ) -> None:
         """A ``still_slow`` report at each escalation point the request passes."""
         wd = self._wd
@@ -162,7 +182,7 @@ class Sampler:
         if now - watch[STARTED] < watch[THRESHOLD] * wd.escalations[step]:
             return
         claim.escalated = step + 1
-        stack = take_stack(wd, key, top)
+        stack = take_stack(wd, key, top, waiting=waiting)
         thread = None  # the name was given in the first report
         wd.on_slow(
             snapshot(wd, "still_slow", claim, key, watch, stack, now, wd.wall_clock(), thread)

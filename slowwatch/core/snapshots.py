@@ -13,9 +13,10 @@ import os
 import sys
 import threading
 import uuid
+from collections.abc import Collection
 from dataclasses import replace
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from slowwatch.core import native
 from slowwatch.core.frames import Locals, Stack, is_project_file, walk_coroutine, walk_frames
@@ -25,10 +26,10 @@ from slowwatch.core.redact import also_secret
 from slowwatch.core.saferepr import BUDGET as LOCALS_BUDGET
 from slowwatch.core.saferepr import capture_locals as render_locals
 from slowwatch.core.sqlstats import in_flight
-from slowwatch.core.threadstate import ThreadProbe, classify, classify_greenlet, is_lock_wait
+from slowwatch.core.threadstate import ThreadProbe, classify, classify_suspended, is_lock_wait
 from slowwatch.core.watch import (
     CLAIM,
-    GREENLET,
+    HOLDER,
     SQL,
     STARTED,
     SUBJECT,
@@ -53,6 +54,14 @@ def native_id(thread: threading.Thread | None) -> int | None:
     return thread.native_id
 
 
+def native_id_of(ident: int) -> int | None:
+    """The kernel's id of the Python thread ``ident`` (None if it is not one)."""
+    for thread in threading.enumerate():
+        if thread.ident == ident:
+            return native_id(thread)
+    return None
+
+
 def sensitive_post_parameters(subject: object) -> list[str] | str:
     """What Django's ``sensitive_post_parameters`` set on the request: names,
     ``"__ALL__"``, or nothing. Read from the instance's own attributes only:
@@ -68,21 +77,59 @@ def sensitive_post_parameters(subject: object) -> list[str] | str:
     return []
 
 
-def top_of(
-    key: object, watch: Watch, frames: dict[int, FrameType]
-) -> tuple[FrameType | None, bool | None]:
-    """Where the request's stack starts, and, for a greenlet, whether it is
-    the one running (None for a thread or a task).
+#: How a request is held right now (see :func:`where`): ``thread`` (its own
+#: thread, or its sync work on an executor thread), ``loop`` (running on its
+#: event loop: nothing else of that loop runs) or ``waiting`` (a suspended
+#: task or greenlet: its frames tell what it waits for).
+THREAD_MODE, LOOP_MODE, WAITING_MODE = "thread", "loop", "waiting"
 
-    ``frames`` is ``sys._current_frames()``. A suspended greenlet keeps its
-    frames in ``gr_frame``; the running one is on its OS thread's stack.
+
+class Where(NamedTuple):
+    """Where a request's stack is at one look."""
+
+    frame: FrameType | None
+    mode: str
+    #: The OS thread whose CPU clock and system call tell the state (thread mode).
+    thread: int
+
+
+def reaches(frame: FrameType | None, codes: Collection[CodeType]) -> bool:
+    """Whether the stack from ``frame`` outwards holds a frame of ``codes``."""
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def where(wd: Watchdog, key: object, watch: Watch, frames: dict[int, FrameType]) -> Where:
+    """Where the request's stack starts now, and what tells its state.
+
+    ``frames`` is ``sys._current_frames()``. A thread's request is on its
+    thread. A suspended greenlet keeps its frames in ``gr_frame``; the running
+    one is on its OS thread's stack. An asyncio task is on its loop thread's
+    stack while it runs, on the executor thread of its thread-sensitive
+    context while that runs its sync code, and otherwise on its await chain.
     """
-    if len(watch) > GREENLET:
-        frame = watch[GREENLET].gr_frame
+    ident = thread_of(key, watch)
+    if len(watch) <= THREAD:
+        return Where(frames.get(ident), THREAD_MODE, ident)
+    if isinstance(key, int):  # a greenlet, under gevent
+        frame = watch[HOLDER].gr_frame
         if frame is not None:
-            return frame, False
-        return frames.get(watch[THREAD]), True
-    return frames.get(thread_of(key, watch)), None
+            return Where(frame, WAITING_MODE, ident)
+        return Where(frames.get(ident), LOOP_MODE, ident)
+    holder = watch[HOLDER] if len(watch) > HOLDER else None
+    if holder is not None and wd.sync_thread is not None:
+        sync = wd.sync_thread(holder)
+        if sync is not None:
+            frame = frames.get(sync)
+            if reaches(frame, wd.starts):  # running the request's sync code
+                return Where(frame, THREAD_MODE, sync)
+    frame = frames.get(ident)
+    if reaches(frame, wd.starts):  # the task is the one running on its loop
+        return Where(frame, LOOP_MODE, ident)
+    return Where(frame, WAITING_MODE, ident)
 
 
 def take_stack(
@@ -91,6 +138,7 @@ def take_stack(
     top: FrameType | None,
     with_locals: bool = False,
     subject: object = None,
+    waiting: bool | None = None,
 ) -> Stack:
     """The request's stack: from ``top`` (its thread's frame), or, for an
     asyncio task that is not running, from its await chain. ``subject``: the
@@ -109,7 +157,9 @@ def take_stack(
                 return render_locals(frame, deadline, wd.clock)
 
     stack = walk_frames(top, wd.boundary, local_values)
-    if not isinstance(key, int) and not stack.hidden:
+    if waiting is None:  # not known: the boundary on the loop's stack tells
+        waiting = not stack.hidden
+    if not isinstance(key, int) and waiting:
         # An asyncio task that is not running right now: its frames are
         # not on the loop thread's stack, but on its await chain.
         get_coro = getattr(type(key), "get_coro", None)
@@ -143,7 +193,7 @@ def snapshot(
         report_id=claim.report_id,
         request=claim.info,
         pid=wd.pid,
-        thread_id=thread_of(key, watch),
+        thread_id=(thread.ident or 0) if thread is not None else thread_of(key, watch),
         thread_name=thread.name if thread is not None else "",
         started_at=wall - (taken - started),
         threshold=threshold,
@@ -165,10 +215,12 @@ def capture_due(wd: Watchdog, due: list[tuple[object, Watch]]) -> None:
         threads = {t.ident: t for t in threading.enumerate()}
         for key, watch in due:
             with wd.errors.guard("capturing a stack"):
-                thread_id = thread_of(key, watch)
-                top, running = top_of(key, watch, frames)
-                stack = take_stack(wd, key, top, wd.capture_locals, watch[SUBJECT])
-                report_due(wd, key, watch, stack, taken, wall, threads.get(thread_id), running)
+                at = where(wd, key, watch, frames)
+                stack = take_stack(
+                    wd, key, at.frame, wd.capture_locals, watch[SUBJECT], at.mode == WAITING_MODE
+                )
+                thread = threads.get(at.thread)
+                report_due(wd, key, watch, stack, taken, wall, thread, at.mode, at.thread)
     finally:
         # Frames keep whole call chains (and their locals) alive.
         del frames
@@ -182,13 +234,14 @@ def report_due(
     taken: float,
     wall: float,
     thread: threading.Thread | None,
-    running: bool | None = None,
+    mode: str = THREAD_MODE,
+    ident: int | None = None,
 ) -> None:
     """Hand a snapshot on, unless its request finished while we looked.
 
-    ``running``: for a greenlet, whether it was the one running (see
-    :func:`top_of`); a greenlet's state is read from its frames, its OS
-    thread's (the hub's) tells nothing of it.
+    ``mode`` and ``thread`` say what tells the request's state (see
+    :func:`where`): the CPU clock and system call of ``thread``, or, for a
+    task or greenlet on its event loop or suspended, its frames.
 
     A Dekker-style handshake with the request thread, which deletes
     ``active[key]`` and then looks at the watch's claim slot: here we fill
@@ -204,10 +257,10 @@ def report_due(
     # procfs entries are opened here, before the lock: under it, only bookkeeping.
     thread_native_id = native_id(thread)
     probe: ThreadProbe | None = None
-    if running is not None:
-        state = classify_greenlet(stack.frames, running)
+    if mode != THREAD_MODE:
+        state = classify_suspended(stack.frames, mode == LOOP_MODE)
     else:
-        probe = ThreadProbe(thread_of(key, watch), thread_native_id)
+        probe = ThreadProbe(thread_of(key, watch) if ident is None else ident, thread_native_id)
         syscall = probe.syscall()
         state = classify(stack.frames[-3:], syscall, None, 0.0)
         if syscall == "futex" and state != "db" and not is_lock_wait(stack.frames):
@@ -283,7 +336,8 @@ def capture_in_flight(wd: Watchdog, kind: str, interrupted: FrameType | None) ->
                     claim.info = info
                 elif kind == "killed":
                     claim.killed = True
-                stack = take_stack(wd, key, top_of(key, watch, frames)[0])
+                at = where(wd, key, watch, frames)
+                stack = take_stack(wd, key, at.frame, waiting=at.mode == WAITING_MODE)
                 thread = threads.get(thread_id)
                 found = snapshot(wd, kind, claim, key, watch, stack, taken, wall, thread)
                 if kind == "killed" and claim.profile is not None:

@@ -85,6 +85,7 @@ class ThreadProbe:
     """Per-thread CPU clock and procfs entry of one serving thread."""
 
     def __init__(self, thread_id: int, native_id: int | None) -> None:
+        self.thread_id = thread_id
         self.clock: int | None = None
         getcpuclockid = getattr(time, "pthread_getcpuclockid", None)
         if getcpuclockid is not None:
@@ -184,12 +185,20 @@ def is_lock_wait(frames: Sequence[Frame]) -> bool:
 
 
 #: Where a suspended greenlet waits on a lock, an event or a queue.
-GREENLET_LOCK_MODULES = ("gevent.lock", "gevent._semaphore", "gevent.event", "gevent.queue")
+GREENLET_LOCK_MODULES = (
+    "gevent.lock",
+    "gevent._semaphore",
+    "gevent.event",
+    "gevent.queue",
+    "asyncio.locks",
+    "asyncio.queues",
+)
 
 
-def classify_greenlet(frames: Sequence[Frame], running: bool) -> str:
-    """The state of a greenlet: running (it holds its hub), or suspended,
-    waiting for what its innermost frames say. A greenlet only yields to wait."""
+def classify_suspended(frames: Sequence[Frame], running: bool) -> str:
+    """The state of a greenlet or an asyncio task: running (it holds its event
+    loop), or suspended, waiting for what its innermost frames say (it only
+    yields to wait)."""
     if running:
         return LOOP
     if any(_in(f.module, DB_MODULES) for f in frames[-8:]):

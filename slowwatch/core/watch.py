@@ -16,12 +16,14 @@ from slowwatch.core.threadstate import ThreadProbe
 #: A watch: ``[started, threshold, subject, claim, sql]`` for a thread, keyed by
 #: its ident (``sql``: the request's SqlStats once it ran a query);
 #: ``[started, threshold, subject, claim, sql, thread_id]`` for an asyncio task,
-#: keyed by the task; ``[started, threshold, subject, claim, sql, thread_id,
-#: greenlet]`` for a greenlet under gevent, keyed by gevent's ident for it
-#: (``thread_id`` is then the OS thread's).
+#: keyed by the task, with a 7th item, ``holder``, the request's asgiref
+#: thread-sensitive context (whose executor thread runs its sync code);
+#: ``[started, threshold, subject, claim, sql, thread_id, greenlet]`` for a
+#: greenlet under gevent, keyed by gevent's ident for it (``thread_id`` is
+#: then the OS thread's).
 #: ``claim`` is None until the monitor takes the watch up.
 Watch = list[Any]
-STARTED, THRESHOLD, SUBJECT, CLAIM, SQL, THREAD, GREENLET = range(7)
+STARTED, THRESHOLD, SUBJECT, CLAIM, SQL, THREAD, HOLDER = range(7)
 
 
 @dataclass

@@ -104,6 +104,10 @@ class Watchdog:
         #: Code objects of the frames where a request's own stack begins
         #: (slowwatch's middleware); what lies above them is server plumbing.
         self.boundary: frozenset[CodeType] = frozenset()
+        #: The edge's answer to "which thread runs this task's sync code now"
+        #: (asgiref's executor of the task's thread-sensitive context, under
+        #: ASGI), given the watch's holder; None where there is no such thing.
+        self.sync_thread: Callable[[Any], int | None] | None = None
         self.tick = MAX_TICK
         self.configure(
             sample_interval=sample_interval, max_samples=max_samples, escalations=escalations
@@ -127,6 +131,7 @@ class Watchdog:
         capture_locals: bool = False,
         boundary: Iterable[CodeType] = (),
         thresholds: Iterable[float] = (),
+        starts: Iterable[CodeType] | None = None,
     ) -> None:
         """Settings; they apply to requests that turn slow from now on.
 
@@ -141,6 +146,10 @@ class Watchdog:
         #: Multiples of the threshold at which a ``still_slow`` report goes out.
         self.escalations = tuple(sorted(escalations))
         self.boundary = frozenset(boundary)
+        #: Code objects of the frames where a request's own code starts running
+        #: (whether or not what is above them is hidden): found on a thread's
+        #: stack, they say the request is the one running there.
+        self.starts = self.boundary if starts is None else frozenset(starts)
         sampler: Sampler | None = getattr(self, "sampler", None)
         if sampler is not None:
             sampler.budget.base = sampler.budget.interval = sample_interval
@@ -185,11 +194,14 @@ class Watchdog:
     # call there is a large share of its cost); these are the same steps for
     # asynchronous requests and for tests.
 
-    def arm(self, subject: object, threshold: float, task: object = None) -> Watch | None:
+    def arm(
+        self, subject: object, threshold: float, task: object = None, holder: object = None
+    ) -> Watch | None:
         """File a watch for the calling thread (or ``task``). No I/O, lock or logging.
 
-        Returns None when this thread or task is already watched (a nested
-        handler): the outer watch covers it.
+        ``holder``, for a task: what :attr:`sync_thread` takes to find the
+        thread running the task's sync code. Returns None when this thread or
+        task is already watched (a nested handler): the outer watch covers it.
         """
         now = self.clock()
         ident = threading.get_ident()
@@ -198,7 +210,7 @@ class Watchdog:
         if task is None:
             key, watch = ident, [now, threshold, subject, None, None]
         else:
-            key, watch = task, [now, threshold, subject, None, None, ident]
+            key, watch = task, [now, threshold, subject, None, None, ident, holder]
         if self.active.setdefault(key, watch) is not watch:
             return None
         if now > self.stale_at:

@@ -40,4 +40,9 @@ urlpatterns = [
     path("queries-around-sleep/", views.queries_around_sleep, name="queries-around-sleep"),
     path("never-yields/", views.never_yields, name="never-yields"),
     path("stream/", views.stream, name="stream"),
+    path("awaits-sync-work/", views.awaits_sync_work),
+    path("awaits-orm/", views.awaits_orm),
+    path("blocks-loop/", views.blocks_loop),
+    path("spins-loop/", views.spins_loop),
+    path("async-deep/<int:depth>/", views.async_deep),
 ]

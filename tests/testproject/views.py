@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from asgiref.sync import sync_to_async
 from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import method_decorator
@@ -28,9 +29,29 @@ def fast(request: HttpRequest) -> HttpResponse:
 
 
 def sleep(request: HttpRequest) -> HttpResponse:
+    """Sleeps ``s`` seconds; with ``reported=1``, then holds on until it was reported.
+
+    A request that ends just after its threshold goes unreported when the
+    monitor thread runs late on a busy machine (docs/limits.rst): tests that
+    need every such request reported opt in to the hold, which ends once the
+    monitor has set ``request.slowwatch_id`` (at most 10 s). The hold is a
+    function of its own, called from the last line, because tests assert the
+    lines around the sleeping line (tests/test_sentry.py).
+    """
+
+    def reported() -> str | None:
+        deadline = time.monotonic() + 10
+        while (
+            request.GET.get("reported") == "1"
+            and getattr(request, "slowwatch_id", None) is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)  # the sleeping line
+        return getattr(request, "slowwatch_id", None)
+
     seconds = _seconds(request)
     time.sleep(seconds)  # the sleeping line
-    return JsonResponse({"pid": os.getpid(), "id": getattr(request, "slowwatch_id", None)})
+    return JsonResponse({"pid": os.getpid(), "id": reported()})
 
 
 def cpu(request: HttpRequest) -> HttpResponse:
@@ -333,3 +354,59 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
             yield f"chunk {n}\n"
 
     return StreamingHttpResponse(chunks())
+
+
+def sync_work(seconds: float) -> str:
+    time.sleep(seconds)  # the sync work line
+    return "done"
+
+
+async def awaits_sync_work(request: HttpRequest) -> HttpResponse:
+    """An async view whose time goes to sync work on asgiref's executor thread."""
+    done = await sync_to_async(sync_work)(_seconds(request))
+    return HttpResponse(done)
+
+
+def slow_query(rows: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s) "
+            "SELECT count(*) FROM n",  # the slow query
+            [rows],
+        )
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
+async def awaits_orm(request: HttpRequest) -> HttpResponse:
+    """An async view waiting for a slow query, which runs on the executor thread."""
+    count = await sync_to_async(slow_query)(int(request.GET.get("rows", "3000000")))
+    return JsonResponse({"count": count})
+
+
+async def blocks_loop(request: HttpRequest) -> HttpResponse:
+    """A coroutine that never awaits: every other request of the loop waits."""
+    time.sleep(_seconds(request))  # the line that blocks the loop
+    return HttpResponse("blocked")
+
+
+async def spins_loop(request: HttpRequest) -> HttpResponse:
+    deadline = time.perf_counter() + _seconds(request)
+    n = 0
+    while time.perf_counter() < deadline:  # the loop that spins the loop
+        n += 1
+    return HttpResponse(str(n))
+
+
+async def async_descend(depth: int, seconds: float) -> None:
+    if depth > 0:
+        await async_descend(depth - 1, seconds)
+    else:
+        await asyncio.sleep(seconds)
+
+
+async def async_deep(request: HttpRequest, depth: int) -> HttpResponse:
+    """Awaits ``depth`` coroutines deep: each request's stack tells which it is."""
+    await async_descend(depth, _seconds(request))
+    return JsonResponse({"depth": depth})

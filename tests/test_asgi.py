@@ -1,0 +1,104 @@
+"""Real ASGI servers (uvicorn, daphne): what holds an async request is reported.
+
+Under ASGI a request is an asyncio task. While it awaits, its frames are on
+its await chain; while its sync code (a sync view, sync middleware,
+``sync_to_async`` work, the ORM) runs, they are on the executor thread of the
+request's thread-sensitive context; while its own coroutine runs without
+awaiting, every other request of the event loop waits, and the report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import Server, slow
+
+pytestmark = pytest.mark.server
+
+SERVERS = {
+    "uvicorn": ("uvicorn", ["--host", "127.0.0.1", "--port", "0", "--no-access-log"]),
+    "daphne": ("daphne", ["-b", "127.0.0.1", "-p", "0"]),
+}
+
+
+@pytest.fixture(params=list(SERVERS))
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    module, options = SERVERS[request.param]
+    pytest.importorskip(module)
+    app = "testproject.asgi:application"
+    srv = Server(tmp_path, options, module=module, app=app, env={"SLOWWATCH_TEST_PG": "0"})
+    try:
+        assert srv.get("/fast/")[0] == 200  # the first request loads the URLconf
+        yield srv
+    finally:
+        srv.stop()
+
+
+def only_report(srv: Server, kind: str = "slow") -> dict[str, Any]:
+    [report] = srv.reports(1, slow(kind))
+    return report
+
+
+@pytest.mark.parametrize(
+    ("path", "line", "verdict"),
+    [
+        ("/async-sleep/?s=1.2", "# the awaiting line", "sleeping"),
+        # A sync view: Django runs it on the executor thread.
+        ("/sleep/?s=1.2", "# the sleeping line", "sleeping"),
+        ("/awaits-sync-work/?s=1.2", "# the sync work line", "sleeping"),
+        ("/blocks-loop/?s=1.2", "# the line that blocks the loop", "blocking its event loop"),
+        ("/spins-loop/?s=1.2", "# the loop that spins the loop", "blocking its event loop"),
+    ],
+    ids=["async-sleep", "sync-view", "sync-to-async", "blocked-loop", "cpu-on-the-loop"],
+)
+def test_the_report_shows_what_holds_the_request(
+    server: Server, path: str, line: str, verdict: str
+) -> None:
+    assert server.get(path)[0] == 200
+    report = only_report(server)
+    assert line in report["message"], report["message"]
+    assert report["slowwatch"]["verdict"] == verdict
+    if verdict == "blocking its event loop":
+        assert "No other request of this worker runs until it yields" in report["message"]
+    finished = only_report(server, "finished")
+    assert f"100% {verdict}" in finished["message"] or verdict in finished["message"]
+    assert not [r for r in server.all_reports() if "/fast/" in r["message"]]
+
+
+def test_a_slow_query_of_an_async_view_is_in_flight_and_counted(server: Server) -> None:
+    assert server.get("/awaits-orm/?rows=3000000")[0] == 200
+    data = only_report(server)["slowwatch"]
+    assert data["verdict"] == "in the database"
+    # Queries run on the executor thread; they are the request's.
+    assert data["sql"]["count"] == 1
+    assert "WITH RECURSIVE" in data["sql"]["in_flight"]["sql"]
+    assert only_report(server, "finished")["slowwatch"]["sql"]["count"] == 2
+
+
+def test_fifty_concurrent_async_requests_each_get_their_own_stack(server: Server) -> None:
+    """Each sleeps ``depth`` coroutines deep: its stack tells which request it is.
+
+    On a busy server a request may spend part of its slow time waiting for a
+    thread for its sync middleware; whenever it was sampled in the view, it was
+    at its own depth, never at another request's.
+    """
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda n: server.get(f"/async-deep/{n}/?s=1.5"), range(50)))
+    assert [status for status, _ in answers] == [200] * 50
+    assert len(server.reports(50, slow("slow"), timeout=30)) == 50
+    finished = server.reports(50, slow("finished"), timeout=30)
+    assert len(finished) == 50
+    for report in finished:
+        depth = int(report["slowwatch"]["request"]["url"].split("/")[2])
+        profile = report["slowwatch"]["profile"]
+        depths = set()
+        for stack in profile["stacks"]:
+            functions = [profile["frames"][i][1] for i in stack["frames"]]
+            if "async_deep" in functions:
+                depths.add(functions.count("async_descend"))
+        assert depths == {depth + 1}, (depth, depths)
