@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import os
 import time
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
@@ -29,6 +31,7 @@ LOGGING_CONFIG = None
 
 
 SLOWWATCH_MIDDLEWARE = "slowwatch.middleware.SlowWatchMiddleware"
+EMPTY_ASYNC = "benchproject.PassThroughAsyncMiddleware"
 DOGSLOW = "dogslow.WatchdogMiddleware"
 #: The configurations every benchmark compares, by name.
 CONFIGS = {
@@ -61,6 +64,20 @@ class PassThroughMiddleware:
         return self.get_response(request)
 
 
+class PassThroughAsyncMiddleware:
+    """The floor under ASGI: an async-only middleware that only forwards."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):  # type: ignore[no-untyped-def]
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):  # type: ignore[no-untyped-def]
+        return await self.get_response(request)
+
+
 def hello(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
@@ -77,4 +94,19 @@ def cpu(request: HttpRequest) -> HttpResponse:
     return HttpResponse("spun")
 
 
-urlpatterns = [path("hello", hello), path("sleep", sleep), path("cpu", cpu)]
+async def ahello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+async def asleep(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(float(request.GET.get("s", "1")))
+    return HttpResponse("slept")
+
+
+urlpatterns = [
+    path("hello", hello),
+    path("sleep", sleep),
+    path("cpu", cpu),
+    path("ahello", ahello),
+    path("asleep", asleep),
+]

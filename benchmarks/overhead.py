@@ -17,6 +17,7 @@ output is a Markdown table, quoted in ``docs/performance.rst``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import calendar
 import gc
 import io
@@ -51,7 +52,7 @@ from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.test import RequestFactory, override_settings  # noqa: E402
 
 import benchproject  # noqa: E402
-from benchproject import CONFIGS, DOGSLOW, QUERY_CONFIGS  # noqa: E402
+from benchproject import CONFIGS, DOGSLOW, EMPTY_ASYNC, QUERY_CONFIGS  # noqa: E402
 from benchproject import SLOWWATCH_MIDDLEWARE as SLOWWATCH  # noqa: E402
 
 
@@ -453,12 +454,19 @@ WORKER_ARGS = {
 class Gunicorn:
     """A gunicorn with one worker running the benchmark project in one configuration."""
 
+    #: Where the server says its port, and its worker's pid.
+    PORT = r"Listening at: http://127.0.0.1:(\d+)"
+    PID = r"Booting worker with pid: (\d+)"
+    PATH = "/hello"
+
+    def command(self, worker: str) -> list[str]:
+        args = [sys.executable, "-m", "gunicorn", "benchwsgi:application", "-b", "127.0.0.1:0"]
+        return [*args, "-w", "1", "--log-level", "info", *WORKER_ARGS[worker]]
+
     def __init__(self, middleware: list[str], worker: str) -> None:
         env = dict(os.environ, BENCH_MIDDLEWARE=",".join(middleware), PYTHONPATH=str(HERE))
         env.pop("BENCH_RECORD")  # the recording reporter lives in this process only
-        args = [sys.executable, "-m", "gunicorn", "benchwsgi:application", "-b", "127.0.0.1:0"]
-        args += ["-w", "1", "--log-level", "info"]
-        args += WORKER_ARGS[worker]
+        args = self.command(worker)
         self.proc = subprocess.Popen(
             args,
             env=env,
@@ -472,15 +480,15 @@ class Gunicorn:
         assert self.proc.stderr is not None
         while (port is None or pid is None) and time.monotonic() < deadline:
             line = self.proc.stderr.readline()
-            found = re.search(r"Listening at: http://127.0.0.1:(\d+)", line)
+            found = re.search(self.PORT, line)
             port = int(found.group(1)) if found else port
-            found = re.search(r"Booting worker with pid: (\d+)", line)
+            found = re.search(self.PID, line)
             pid = int(found.group(1)) if found else pid
         if port is None or pid is None:
             self.close()
-            raise RuntimeError("gunicorn did not start")
+            raise RuntimeError(f"{args[2]} did not start")
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()
-        self.url, self.pid = f"http://127.0.0.1:{port}/hello", pid
+        self.url, self.pid = f"http://127.0.0.1:{port}{self.PATH}", pid
         self.wrk(1)  # warm up
 
     def wrk(self, seconds: int) -> subprocess.CompletedProcess[str]:
@@ -525,15 +533,149 @@ class Gunicorn:
         self.proc.wait(10)
 
 
+class Uvicorn(Gunicorn):
+    """uvicorn (one process) running the benchmark project's async view."""
+
+    PORT = r"Uvicorn running on http://127.0.0.1:(\d+)"
+    PID = r"Started server process \[(\d+)\]"
+    PATH = "/ahello"
+
+    def command(self, worker: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchasgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-access-log",
+            "--lifespan",
+            "off",
+        ]
+
+
+#: Under ASGI: no middleware, an async one that only forwards, slowwatch.
+ASGI_CONFIGS = {"bare": [], "empty": [EMPTY_ASYNC], "slowwatch": [SLOWWATCH]}
+
+
+def asgi_table(raw: dict[str, Any], runs: int = 12, seconds: int = 3) -> None:
+    """uvicorn's requests/s for a hello-world async view, as gunicorn_table does."""
+    if shutil.which("wrk") is None:
+        out("(uvicorn throughput skipped: wrk is not installed; apt-get install wrk)")
+        return
+    out(
+        f"## Under uvicorn (ASGI), an async view: requests/s by wrk -t1 -c8; {runs} "
+        f"interleaved rounds of {seconds} s, medians of ratios paired within a round"
+    )
+    out()
+    out("| server | req/s bare | empty / bare | slowwatch / bare | slowwatch / empty |")
+    out("|---|---|---|---|---|")
+    rps: dict[str, list[float]] = {name: [] for name in ASGI_CONFIGS}
+    for i in range(runs):
+        names = list(rps)
+        names = names[i % len(names) :] + names[: i % len(names)]
+        for name in names:
+            server = Uvicorn(ASGI_CONFIGS[name], "asgi")
+            try:
+                rps[name].append(server.measure(seconds)[0])
+            finally:
+                server.close()
+    raw["uvicorn"] = {"rps": rps}
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(rps[a], rps[b], strict=True))
+
+    out(
+        f"| uvicorn | {statistics.median(rps['bare']):.0f} | {paired('empty', 'bare'):.3f} | "
+        f"{paired('slowwatch', 'bare'):.3f} | {paired('slowwatch', 'empty'):.3f} |"
+    )
+    out()
+
+
+def async_detection(concurrent: int) -> list[float]:
+    """How late each of ``concurrent`` async requests sleeping past their
+    threshold is reported: Django's ASGI handler, in this process."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.test.utils import override_settings
+
+    threshold, duration = 1.0, 1.6
+    overrides = {
+        "MIDDLEWARE": [SLOWWATCH],
+        "SLOWWATCH": {**benchproject.SLOWWATCH, "THRESHOLD": threshold},
+    }
+    with _lock:
+        _late.clear()
+        _reports.clear()
+    with override_settings(**overrides):
+        app = ASGIHandler()
+
+        async def one() -> None:
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "path": "/asleep",
+                "query_string": f"s={duration}".encode(),
+                "headers": [(b"host", b"bench")],
+            }
+            sent = False
+
+            async def receive() -> dict[str, Any]:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                await asyncio.sleep(3600)  # no disconnect: the client waits
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                pass
+
+            await app(scope, receive, send)
+
+        async def all_of_them() -> None:
+            await asyncio.gather(*(one() for _ in range(concurrent)))
+
+        asyncio.run(all_of_them())
+        from slowwatch import runtime
+
+        runtime.flush(5)
+    with _lock:
+        return list(_late)
+
+
+def async_detection_table(raw: dict[str, Any], repeats: int) -> None:
+    out(
+        "## Detection latency of async requests: report time minus deadline (threshold "
+        f"1 s; 50 concurrent requests in asyncio.sleep, {repeats} tries, pooled)"
+    )
+    out()
+    out("| requests | reported | p50 ms | p99 ms | max ms |")
+    out("|---|---|---|---|---|")
+    late: list[float] = []
+    for _ in range(repeats):
+        late.extend(async_detection(50))
+    raw["async_detection"] = late
+    ms = [x * 1000 for x in late]
+    out(
+        f"| 50 | {len(late)}/{50 * repeats} | {pct(ms, 50):.1f} | {pct(ms, 99):.1f} | "
+        f"{max(ms, default=float('nan')):.1f} |"
+    )
+    out()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument(
         "--parts",
-        default="inprocess,instructions,arm,detection,sampling,sql,gunicorn",
+        default="inprocess,instructions,arm,detection,sampling,sql,gunicorn,asgi",
         help="comma-separated subset of: inprocess, instructions, arm, detection, "
-        "sampling, sql, gunicorn",
+        "sampling, sql, gunicorn, asgi",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=100, help=argparse.SUPPRESS)
@@ -572,6 +714,9 @@ def main() -> None:
         sql_table(raw, 2_000 if args.quick else 20_000)
     if "gunicorn" in parts:
         gunicorn_table(raw, *((3, 2) if args.quick else (12, 3)))
+    if "asgi" in parts:
+        async_detection_table(raw, 2 if args.quick else 6)
+        asgi_table(raw, *((3, 2) if args.quick else (12, 3)))
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1, default=str))
 
