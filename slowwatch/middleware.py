@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from time import monotonic
 from types import CodeType
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,32 @@ class _Stream:
         try:
             return next(self._content)
         except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        end, self._end = self._end, None
+        if end is not None:
+            with runtime.errors.guard("ending a stream's watch"):
+                end()
+
+
+class _AsyncStream:
+    """An async streaming response's content, watched to its end (as :class:`_Stream`)."""
+
+    __slots__ = ("_content", "_end")
+
+    def __init__(self, content: AsyncIterator[Any], end: Callable[[], object]) -> None:
+        self._content = aiter(content)
+        self._end: Callable[[], object] | None = end
+
+    def __aiter__(self) -> _AsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await anext(self._content)
+        except StopAsyncIteration:
             self.close()
             raise
 
@@ -348,12 +375,30 @@ class SlowWatchMiddleware:
         response = None
         try:
             response = await self.get_response(request)  # type: ignore[misc]
-        finally:
-            claim = self.watchdog.disarm(task, watch)
-            if claim is not None:
-                stats = watch[SQL]
-                runtime.finished(claim, response, sys.exc_info()[1], stats, request)
+        except BaseException:
+            self._end_task(task, watch, response, request)
+            raise
+        if getattr(response, "streaming", False):
+            # Django sends the stream from this same task: watched to its end.
+            end = partial(self._end_task, task, watch, response, request)
+            if response.is_async:
+                # Where the task waits while Django sends the stream: the
+                # view's async generator (the await chain from the task's
+                # own coroutine stops at Django's async generator).
+                watch.append(getattr(response, "_iterator", None))
+            content = response.streaming_content
+            stream = _AsyncStream(content, end) if response.is_async else _Stream(content, end)
+            response.streaming_content = stream
+        else:
+            self._end_task(task, watch, response, request)
         return response  # type: ignore[no-any-return]
+
+    def _end_task(self, task: Any, watch: Watch, response: Any, request: HttpRequest) -> None:
+        """The end of an ASGI request (or of its stream): ``finished`` if it was reported."""
+        claim = self.watchdog.disarm(task, watch)
+        if claim is not None:
+            stats = watch[SQL]
+            runtime.finished(claim, response, sys.exc_info()[1], stats, request)
 
     def _process_view(
         self,
@@ -390,6 +435,7 @@ BOUNDARY = (
     *executors.BOUNDARY,
     SERVE_CODE,
     _Stream.__next__.__code__,
+    _AsyncStream.__anext__.__code__,
     SlowWatchMiddleware.__call__.__code__,
     SlowWatchMiddleware._acall.__code__,
 )

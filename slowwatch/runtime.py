@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -133,6 +134,12 @@ def thresholds() -> list[float]:
     return [override or settings.threshold, *settings.rules.thresholds()]
 
 
+def gil_enabled() -> bool:
+    """False on a free-threaded CPython running without its GIL (3.13t and later)."""
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return True if is_enabled is None else bool(is_enabled())
+
+
 def configure(target: Watchdog) -> None:
     """Apply the settings to ``target``."""
     # The middleware module holds the boundary's code objects, and imports us.
@@ -142,7 +149,9 @@ def configure(target: Watchdog) -> None:
         sample_interval=settings.sample_interval,
         max_samples=settings.max_samples,
         escalations=settings.escalations,
-        capture_locals=settings.capture_locals,
+        # Free-threaded CPython: another thread's locals may change under the
+        # monitor's feet with no GIL to keep them still; never read them there.
+        capture_locals=settings.capture_locals and gil_enabled(),
         boundary=BOUNDARY if settings.hide_server_frames else (),
         thresholds=thresholds(),
         starts=BOUNDARY,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -97,7 +98,10 @@ class Server:
         }
         # ``command``: a server that is not a Python module (uWSGI's binary).
         cmd = command or [sys.executable, "-m", module, app, *args]
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stderr=subprocess.PIPE, text=True)
+        # A session of its own: stop() can end whatever the server left behind.
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=full_env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         self.log: list[str] = []
         self.worker_pids: set[int] = set()
         self.port = 0
@@ -171,8 +175,12 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        # A worker that outlived its server would keep the log pipe open (and
+        # the reader blocked on it) for good.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self._reader.join(5)
-        if self.proc.stderr is not None:
+        if self.proc.stderr is not None and not self._reader.is_alive():
             self.proc.stderr.close()
 
 

@@ -102,3 +102,25 @@ def test_fifty_concurrent_async_requests_each_get_their_own_stack(server: Server
             if "async_deep" in functions:
                 depths.add(functions.count("async_descend"))
         assert depths == {depth + 1}, (depth, depths)
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        ("/astream/?s=1.5", "# the async streaming line"),
+        ("/stream/?s=1.5", "# the streaming line"),
+    ],
+    ids=["async-iterator", "sync-iterator"],
+)
+def test_a_streaming_response_is_watched_until_its_last_chunk(
+    server: Server, path: str, line: str
+) -> None:
+    """The view returns at once; the 1.5 s go to the stream, which Django sends
+    from the request's task (a sync iterator is consumed on a thread)."""
+    status, body = server.get(path)
+    assert status == 200 and body.count(b"chunk") == 5
+    report = only_report(server)
+    assert line in report["message"], report["message"]
+    finished = only_report(server, "finished")
+    assert finished["slowwatch"]["timing"]["elapsed"] >= 1.4
+    assert "sleeping" in finished["message"]

@@ -101,3 +101,27 @@ def test_harakiri_the_slow_report_is_out_before_the_kill_and_the_row_is_closed(
         assert ("/sleep/?s=30", "lost") in rows(db), rows(db)
     finally:
         srv.stop()
+
+
+def test_a_uwsgi_without_python_threads_is_named_at_start_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uWSGI before 2.0.31 without --enable-threads never runs another Python
+    thread. That uWSGI cannot be built here (2.0.31 always has threads), so
+    its module is stood in for by one that says what it would say."""
+    import types
+
+    from slowwatch.apps import warn_if_threads_are_off
+
+    stand_in = types.ModuleType("uwsgi")
+    stand_in.has_threads = 0  # type: ignore[attr-defined]
+    sys.modules["uwsgi"] = stand_in
+    try:
+        with caplog.at_level("WARNING", logger="slowwatch.internal"):
+            warn_if_threads_are_off()
+    finally:
+        del sys.modules["uwsgi"]
+    assert "--enable-threads" in caplog.text
+    caplog.clear()
+    warn_if_threads_are_off()  # no uWSGI here: nothing to say
+    assert caplog.text == ""

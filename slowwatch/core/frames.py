@@ -17,7 +17,7 @@ import sysconfig
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import CodeType, CoroutineType, FrameType, GeneratorType
+from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, GeneratorType
 from typing import Generic, NamedTuple, TypeVar
 
 #: Deeper stacks keep their innermost frames: that is where a request is stuck.
@@ -127,13 +127,21 @@ def walk_coroutine(coro: object, boundary: Collection[CodeType] = ()) -> Stack:
     """Walk a suspended coroutine's await chain, outermost first.
 
     Used for asyncio tasks: their frames are on no thread's stack while they
-    wait. Only real coroutines and generators are followed, through
-    ``cr_await``/``gi_yieldfrom``, so no user code runs.
+    wait. Only real coroutines, generators and async generators are followed,
+    through ``cr_await``/``gi_yieldfrom``/``ag_await``, so no user code runs.
     """
     chain: list[Frame] = []
     hidden = 0
-    while isinstance(coro, (CoroutineType, GeneratorType)) and len(chain) < MAX_FRAMES * 2:
-        frame = coro.cr_frame if isinstance(coro, CoroutineType) else coro.gi_frame
+    while (
+        isinstance(coro, (CoroutineType, GeneratorType, AsyncGeneratorType))
+        and len(chain) < MAX_FRAMES * 2
+    ):
+        if isinstance(coro, CoroutineType):
+            frame, awaited = coro.cr_frame, coro.cr_await
+        elif isinstance(coro, AsyncGeneratorType):  # a streaming response's content
+            frame, awaited = coro.ag_frame, coro.ag_await
+        else:
+            frame, awaited = coro.gi_frame, coro.gi_yieldfrom
         if frame is None:
             break
         if frame.f_code in boundary:
@@ -142,7 +150,7 @@ def walk_coroutine(coro: object, boundary: Collection[CodeType] = ()) -> Stack:
             chain.clear()
         else:
             chain.append(_frame(frame))
-        coro = coro.cr_await if isinstance(coro, CoroutineType) else coro.gi_yieldfrom
+        coro = awaited
     truncated = max(0, len(chain) - MAX_FRAMES)
     return Stack(tuple(chain[-MAX_FRAMES:]), hidden, truncated)
 

@@ -43,7 +43,9 @@ MAX_VALUE = 1024
 MAX_LOCALS = 32
 DEPTH = 3
 BREADTH = 10
-#: Wall time one capture may take before the remaining values are skipped.
+#: CPU time (of the thread that captures) one capture may take before the
+#: remaining values are skipped. CPU, not wall time: on a saturated machine the
+#: monitor waits for a core, and that wait is not work the budget should cut.
 BUDGET = 0.05
 
 #: How much of a text or bytes value is read and redacted: more than is shown,

@@ -18,6 +18,7 @@ from slowwatch.core.snapshots import (
     LOOP_MODE,
     THREAD_MODE,
     WAITING_MODE,
+    Where,
     native_id_of,
     snapshot,
     take_stack,
@@ -132,7 +133,8 @@ class Sampler:
                 else:
                     # A task or greenlet: on its loop, or suspended (its await
                     # chain, its gr_frame); its frames tell its state.
-                    stack = take_stack(wd, key, top, waiting=at.mode == WAITING_MODE)
+                    waiting = at.mode == WAITING_MODE
+                    stack = take_stack(wd, key, top, waiting=waiting, source=at.source)
                     sample, inner = key_of(stack.frames), stack.frames[-3:]
                 state = ""
                 if at.mode != THREAD_MODE:
@@ -146,7 +148,7 @@ class Sampler:
                 else:
                     state = claim.probe.sample(inner, now - claim.sampled_at)
                 claim.sampled_at = now
-                self._escalate(key, watch, claim, top, now, at.mode == WAITING_MODE)
+                self._escalate(key, watch, claim, top, now, at)
                 stats = watch[SQL]
                 current = stats.current if stats is not None else None
                 taken.append((claim, sample, state, current))
@@ -172,7 +174,7 @@ class Sampler:
         claim: Claim,
         top: FrameType | None,
         now: float,
-        waiting: bool | None = None,
+        at: Where | None = None,
     ) -> None:
         """A ``still_slow`` report at each escalation point the request passes."""
         wd = self._wd
@@ -182,7 +184,8 @@ class Sampler:
         if now - watch[STARTED] < watch[THRESHOLD] * wd.escalations[step]:
             return
         claim.escalated = step + 1
-        stack = take_stack(wd, key, top, waiting=waiting)
+        waiting = None if at is None else at.mode == WAITING_MODE
+        stack = take_stack(wd, key, top, waiting=waiting, source=None if at is None else at.source)
         thread = None  # the name was given in the first report
         wd.on_slow(
             snapshot(wd, "still_slow", claim, key, watch, stack, now, wd.wall_clock(), thread)

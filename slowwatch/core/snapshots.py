@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Collection
 from dataclasses import replace
@@ -26,10 +27,17 @@ from slowwatch.core.redact import also_secret
 from slowwatch.core.saferepr import BUDGET as LOCALS_BUDGET
 from slowwatch.core.saferepr import capture_locals as render_locals
 from slowwatch.core.sqlstats import in_flight
-from slowwatch.core.threadstate import ThreadProbe, classify, classify_suspended, is_lock_wait
+from slowwatch.core.threadstate import (
+    ThreadProbe,
+    classify,
+    classify_suspended,
+    is_lock_wait,
+    kernel_id,
+)
 from slowwatch.core.watch import (
     CLAIM,
     HOLDER,
+    SOURCE,
     SQL,
     STARTED,
     SUBJECT,
@@ -59,7 +67,7 @@ def native_id_of(ident: int) -> int | None:
     for thread in threading.enumerate():
         if thread.ident == ident:
             return native_id(thread)
-    return None
+    return kernel_id(ident)  # a thread Python did not start
 
 
 def sensitive_post_parameters(subject: object) -> list[str] | str:
@@ -91,6 +99,9 @@ class Where(NamedTuple):
     mode: str
     #: The OS thread whose CPU clock and system call tell the state (thread mode).
     thread: int
+    #: A waiting task's await chain starts here rather than at its coroutine
+    #: (the async generator of a stream it is sending).
+    source: object = None
 
 
 def reaches(frame: FrameType | None, codes: Collection[CodeType]) -> bool:
@@ -127,9 +138,10 @@ def where(wd: Watchdog, key: object, watch: Watch, frames: dict[int, FrameType])
             if reaches(frame, wd.starts):  # running the request's sync code
                 return Where(frame, THREAD_MODE, sync)
     frame = frames.get(ident)
-    if reaches(frame, wd.starts):  # the task is the one running on its loop
+    coro = key.get_coro() if hasattr(key, "get_coro") else None
+    if getattr(coro, "cr_running", False):  # the task is the one running on its loop
         return Where(frame, LOOP_MODE, ident)
-    return Where(frame, WAITING_MODE, ident)
+    return Where(frame, WAITING_MODE, ident, watch[SOURCE] if len(watch) > SOURCE else None)
 
 
 def take_stack(
@@ -139,13 +151,14 @@ def take_stack(
     with_locals: bool = False,
     subject: object = None,
     waiting: bool | None = None,
+    source: object = None,
 ) -> Stack:
     """The request's stack: from ``top`` (its thread's frame), or, for an
     asyncio task that is not running, from its await chain. ``subject``: the
     request, whose sensitive POST parameters are masked in the locals."""
     local_values = None
     if with_locals:
-        deadline = wd.clock() + LOCALS_BUDGET
+        deadline = time.thread_time() + LOCALS_BUDGET
         hidden = sensitive_post_parameters(subject)
 
         def local_values(frame: FrameType) -> Locals | None:
@@ -154,7 +167,7 @@ def take_stack(
             if hidden == "__ALL__":
                 return (("*", "<all locals hidden: sensitive_post_parameters>"),)
             with also_secret(hidden):
-                return render_locals(frame, deadline, wd.clock)
+                return render_locals(frame, deadline, time.thread_time)
 
     stack = walk_frames(top, wd.boundary, local_values)
     if waiting is None:  # not known: the boundary on the loop's stack tells
@@ -162,6 +175,8 @@ def take_stack(
     if not isinstance(key, int) and waiting:
         # An asyncio task that is not running right now: its frames are
         # not on the loop thread's stack, but on its await chain.
+        if source is not None:
+            return walk_coroutine(source, wd.boundary)
         get_coro = getattr(type(key), "get_coro", None)
         if get_coro is not None:
             return walk_coroutine(get_coro(key), wd.boundary)
@@ -216,8 +231,10 @@ def capture_due(wd: Watchdog, due: list[tuple[object, Watch]]) -> None:
         for key, watch in due:
             with wd.errors.guard("capturing a stack"):
                 at = where(wd, key, watch, frames)
+                waiting = at.mode == WAITING_MODE
+                subject = watch[SUBJECT]
                 stack = take_stack(
-                    wd, key, at.frame, wd.capture_locals, watch[SUBJECT], at.mode == WAITING_MODE
+                    wd, key, at.frame, wd.capture_locals, subject, waiting, at.source
                 )
                 thread = threads.get(at.thread)
                 report_due(wd, key, watch, stack, taken, wall, thread, at.mode, at.thread)
@@ -255,12 +272,13 @@ def report_due(
     report_id = uuid.uuid4().hex
     # What the thread is doing right now, for alerts that go out at once. Its
     # procfs entries are opened here, before the lock: under it, only bookkeeping.
-    thread_native_id = native_id(thread)
+    probed = thread_of(key, watch) if ident is None else ident
+    thread_native_id = native_id(thread) if thread is not None else kernel_id(probed)
     probe: ThreadProbe | None = None
     if mode != THREAD_MODE:
         state = classify_suspended(stack.frames, mode == LOOP_MODE)
     else:
-        probe = ThreadProbe(thread_of(key, watch) if ident is None else ident, thread_native_id)
+        probe = ThreadProbe(probed, thread_native_id)
         syscall = probe.syscall()
         state = classify(stack.frames[-3:], syscall, None, 0.0)
         if syscall == "futex" and state != "db" and not is_lock_wait(stack.frames):
@@ -337,7 +355,8 @@ def capture_in_flight(wd: Watchdog, kind: str, interrupted: FrameType | None) ->
                 elif kind == "killed":
                     claim.killed = True
                 at = where(wd, key, watch, frames)
-                stack = take_stack(wd, key, at.frame, waiting=at.mode == WAITING_MODE)
+                waiting = at.mode == WAITING_MODE
+                stack = take_stack(wd, key, at.frame, waiting=waiting, source=at.source)
                 thread = threads.get(thread_id)
                 found = snapshot(wd, kind, claim, key, watch, stack, taken, wall, thread)
                 if kind == "killed" and claim.profile is not None:

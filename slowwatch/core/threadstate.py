@@ -73,6 +73,23 @@ IO_CALLS = {"read", "poll", "select", "connect", "accept", "accept4", "sendto", 
 IO_CALLS |= {"recvmsg", "epoll_wait", "epoll_pwait", "pselect6", "ppoll", "wait4"}
 
 
+def kernel_id(ident: int) -> int | None:
+    """The kernel's id of the thread whose pthread id is ``ident`` (Linux).
+
+    For threads Python did not start (granian's and other servers' own),
+    which ``threading`` knows nothing of: Linux encodes the thread's id in its
+    CPU clock id, ``~tid << 3 | flags``.
+    """
+    getcpuclockid = getattr(time, "pthread_getcpuclockid", None)
+    if getcpuclockid is None or platform.system() != "Linux":
+        return None
+    try:
+        tid = ~(getcpuclockid(ident) >> 3)
+    except OSError:
+        return None
+    return tid if tid > 0 else None
+
+
 def _open(path: str) -> int | None:
     """A procfs entry kept open and re-read with pread: cheaper than an open() per sample."""
     try:

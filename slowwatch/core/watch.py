@@ -21,9 +21,11 @@ from slowwatch.core.threadstate import ThreadProbe
 #: ``[started, threshold, subject, claim, sql, thread_id, greenlet]`` for a
 #: greenlet under gevent, keyed by gevent's ident for it (``thread_id`` is
 #: then the OS thread's).
+#: An ASGI request sending an async stream has an 8th item, ``source``: the
+#: stream's async generator, whose frames are where the request waits.
 #: ``claim`` is None until the monitor takes the watch up.
 Watch = list[Any]
-STARTED, THRESHOLD, SUBJECT, CLAIM, SQL, THREAD, HOLDER = range(7)
+STARTED, THRESHOLD, SUBJECT, CLAIM, SQL, THREAD, HOLDER, SOURCE = range(8)
 
 
 @dataclass

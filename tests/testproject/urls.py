@@ -45,4 +45,5 @@ urlpatterns = [
     path("blocks-loop/", views.blocks_loop),
     path("spins-loop/", views.spins_loop),
     path("async-deep/<int:depth>/", views.async_deep),
+    path("astream/", views.astream),
 ]

@@ -7,7 +7,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
@@ -410,3 +410,15 @@ async def async_deep(request: HttpRequest, depth: int) -> HttpResponse:
     """Awaits ``depth`` coroutines deep: each request's stack tells which it is."""
     await async_descend(depth, _seconds(request))
     return JsonResponse({"depth": depth})
+
+
+async def astream(request: HttpRequest) -> StreamingHttpResponse:
+    """An async stream sent in chunks, slowly, after the view returned."""
+    seconds, count = _seconds(request, 1.5), 5
+
+    async def chunks() -> AsyncIterator[str]:
+        for n in range(count):
+            await asyncio.sleep(seconds / count)  # the async streaming line
+            yield f"chunk {n}\n"
+
+    return StreamingHttpResponse(chunks())
