@@ -12,7 +12,7 @@ import json
 import os
 import re
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,32 +31,44 @@ from django.db import connection  # noqa: E402
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright  # noqa: E402
 
 from slowwatch import runtime  # noqa: E402
+from slowwatch.core.profile import FrozenProfile  # noqa: E402
 from slowwatch.models import SlowRequest  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 LIST = "/admin/slowwatch/slowrequest/"
 PASSWORD = "correct horse battery staple"
+#: On a busy machine the monitor thread may get the GIL late, and a request that ends
+#: before it looks is (rightly) not reported (docs/limits.rst). The ``sleep`` view's
+#: ``reported=1`` keeps the request running until the monitor has reported it (at
+#: most 10 s), so each seed of that view is stored however late the monitor is.
+REPORTED = "reported=1"
+SLEEP = f"/sleep/?s=0.6&{REPORTED}"
+LONGER = f"/sleep/?s=0.7&{REPORTED}"
+#: The other views cannot be held: a seed of theirs that the monitor reported too
+#: late, or not at all, is requested again (see :func:`seeded`).
+PHASES = "/phases/?a=0.5&b=0.5"
+N_PLUS_ONE = "/n-plus-one/?s=0.6"
 #: A query string that would run script if the admin did not escape it.
 SCRIPT = "<script>window.__pwned=1</script>"
-SCRIPT_PATH = f"/sleep/?s=0.6&q={SCRIPT}"
+SCRIPT_PATH = f"/sleep/?s=0.6&{REPORTED}&q={SCRIPT}"
 #: One that would break out of an attribute.
 ATTRIBUTE = "\"'><img/src=x/onerror=window.__pwned=2>"
-ATTRIBUTE_PATH = f"/other-sleep/?s=0.6&q={ATTRIBUTE}"
-#: (method, path) of the requests that seed the table, all at once. Each runs at least
-#: 0.3 s past the 0.3 s threshold: on a busy machine the monitor thread may get the GIL
-#: late, and a request that ends before it looks is (rightly) not reported. None spins
-#: on the CPU, which would make every other thread wait for the GIL.
+ATTRIBUTE_PATH = f"/other-sleep/?s=0.6&{REPORTED}&q={ATTRIBUTE}"
+#: (method, path) of the requests that seed the table, all at once. None spins on the
+#: CPU, which would make every other thread wait for the GIL.
 SEEDS = [
-    ("GET", "/sleep/?s=0.6"),
-    ("GET", "/sleep/?s=0.7"),
-    ("GET", "/sleep/?s=0.8"),
-    ("HEAD", "/sleep/?s=0.6"),
-    ("GET", "/phases/?a=0.5&b=0.5"),
-    ("GET", "/n-plus-one/?s=0.6"),
+    ("GET", SLEEP),
+    ("GET", LONGER),
+    ("GET", f"/sleep/?s=0.8&{REPORTED}"),
+    ("HEAD", SLEEP),
+    ("GET", PHASES),
+    ("GET", N_PLUS_ONE),
     ("GET", SCRIPT_PATH),
     ("GET", ATTRIBUTE_PATH),
 ]
+#: Each time a seed that cannot be held is requested, at most.
+ATTEMPTS = 5
 HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
@@ -114,6 +126,30 @@ def users(settings: Any) -> dict[str, User]:
     return {"boss": boss, "clerk": clerk, "viewer": viewer}
 
 
+def _repeated_twelve_times(row: SlowRequest) -> bool:
+    """All twelve of the N+1 queries were recorded: only a request already reported
+    slow records its statements, so the monitor must have looked before they ran."""
+    return [q["count"] for q in row.sql.get("repeated", [])] == [12]
+
+
+def _phase_two_sampled(row: SlowRequest) -> bool:
+    """The second phase was sampled: a request is sampled only once reported slow."""
+    stacks = FrozenProfile.from_dict(row.profile).stacks
+    return any(function == "phase_two" for key, _ in stacks for _, function, _ in key)
+
+
+#: For each seed that cannot be held: whether its row shows what the tests read of
+#: it, which it does only if the monitor reported the request in time.
+SHOWN: dict[str, Callable[[SlowRequest], bool]] = {
+    PHASES: _phase_two_sampled,
+    N_PLUS_ONE: _repeated_twelve_times,
+}
+
+
+def _shows(row: SlowRequest | None, path: str) -> bool:
+    return row is not None and row.state == "finished" and SHOWN[path](row)
+
+
 def _fetch(base: str, method: str, path: str) -> int:
     # Raw < > " ' in the query string: the server passes them on as they are.
     request = urllib.request.Request(base + path, method=method)
@@ -126,17 +162,33 @@ def _fetch(base: str, method: str, path: str) -> int:
 def seeded(live_server: Any, settings: Any) -> dict[str, SlowRequest]:
     """The SEEDS requested at once through the live server, stored by the DatabaseReporter.
 
+    A seed that cannot be held until reported, and whose row does not show what
+    the tests read of it (the monitor looked too late, or not at all), has its
+    row deleted and is requested again, up to ATTEMPTS times.
+
     The reporter is switched off again before the test browses, so the admin's
     own requests (slow or not) never add rows.
     """
     plain = dict(settings.SLOWWATCH)
     reporters = [*plain["REPORTERS"], "slowwatch.reporters.DatabaseReporter"]
     settings.SLOWWATCH = {**plain, "REPORTERS": reporters}
-    with ThreadPoolExecutor(len(SEEDS)) as pool:
-        statuses = list(pool.map(lambda seed: _fetch(live_server.url, *seed), SEEDS))
-    assert statuses == [200] * len(SEEDS)
-    assert runtime.flush(10)
+    sending = SEEDS
+    for _ in range(ATTEMPTS):
+        with ThreadPoolExecutor(len(sending)) as pool:
+            statuses = list(pool.map(lambda seed: _fetch(live_server.url, *seed), sending))
+        assert statuses == [200] * len(sending)
+        assert runtime.flush(10)
+        rows = {(row.method, row.path): row for row in SlowRequest.objects.all()}
+        # Only the seeds that cannot be held are sent again: a held one that is
+        # missing is a fault of slowwatch's, not of a busy machine.
+        sending = [
+            seed for seed in SEEDS if seed[1] in SHOWN and not _shows(rows.get(seed), seed[1])
+        ]
+        if not sending:
+            break
+        SlowRequest.objects.filter(pk__in=[rows[s].pk for s in sending if s in rows]).delete()
     settings.SLOWWATCH = plain
+    assert sending == [], f"not reported in time in {ATTEMPTS} attempts: {sending}"
     rows = {(row.method, row.path): row for row in SlowRequest.objects.all()}
     assert sorted(rows) == sorted(SEEDS)
     assert {row.state for row in rows.values()} == {"finished"}
@@ -199,8 +251,8 @@ def test_viewer_reads_but_cannot_delete_nor_change_settings(
     assert len(result_paths(page)) == len(SEEDS)
     # No delete permission: no action to offer.
     assert page.locator("select[name=action]").count() == 0
-    page.goto(f"{LIST}{seeded['/sleep/?s=0.7'].pk}/change/")
-    assert page.locator(".sw-path").inner_text() == "/sleep/?s=0.7"
+    page.goto(f"{LIST}{seeded[LONGER].pk}/change/")
+    assert page.locator(".sw-path").inner_text() == LONGER
     assert page.locator(".sw-actions .deletelink").count() == 0
     page.goto(f"{LIST}settings/")
     assert page.get_by_text("Only a superuser can change this.").is_visible()
@@ -221,7 +273,7 @@ def test_list_filters_and_search(
     sidebar = page.locator("#changelist-filter")
     sidebar.get_by_role("link", name="HEAD", exact=True).click()
     page.wait_for_url(re.compile(r"[?&]method=HEAD"))
-    assert result_paths(page) == ["/sleep/?s=0.6"]
+    assert result_paths(page) == [SLEEP]
     assert page.locator("#result_list td.field-method").all_inner_texts() == ["HEAD"]
 
     sidebar.get_by_role("link", name=re.compile("Clear all filters")).click()
@@ -385,5 +437,5 @@ def test_endpoint_summary_lists_percentiles(
         "link", name="requests"
     ).click()
     page.wait_for_url(re.compile(r"[?&]route=sleep%2F"))
-    assert result_paths(page) == ["/sleep/?s=0.6"]
+    assert result_paths(page) == [SLEEP]
     assert page.locator("#result_list td.field-method").all_inner_texts() == ["HEAD"]

@@ -66,6 +66,8 @@ LIST = "/admin/slowwatch/slowrequest/"
 ADMIN_URL_BASE = "https://ops.example.com"
 HIDDEN = "<all locals hidden: sensitive_variables>"
 PROMETHEUS_LABELS = {"route": ROUTE, "method": "POST"}
+#: How many times the slow request is made, at most, until it is reported in time.
+ATTEMPTS = 3
 
 
 # -- the canaries --------------------------------------------------------------
@@ -234,7 +236,41 @@ def browse(admin: Client, url: str, *, follow: bool = False) -> str:
 def seen(
     django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Seen]:
-    """One slow request, reported to every sink at once; then what each received."""
+    """One slow request, reported to every sink at once; then what each received.
+
+    The tests read what a report made in time shows: the stack while the view
+    sleeps in ``compare_pin``, then its queries and samples. On a busy machine
+    the monitor thread may look too late for that (or, the request gone, not
+    at all: docs/limits.rst); such an attempt is undone, every sink with it,
+    and the request made again, up to ATTEMPTS times. The last attempt is kept
+    whatever it shows, for the tests to say what is wrong with it.
+    """
+    for left in reversed(range(ATTEMPTS)):
+        with attempt(django_db_blocker, tmp_path_factory) as found:
+            if left and not in_time(found.reports):
+                continue
+            yield found
+            return
+
+
+def in_time(reports: list[Report]) -> bool:
+    """Whether the monitor looked while the request slept in ``compare_pin`` (the
+    innermost frame of its stack), so that its queries ran after it was reported
+    slow, and it was sampled before it ended."""
+    slow = [r for r in reports if r.kind == "slow"]
+    finished = [r for r in reports if r.kind == "finished"]
+    return (
+        len(slow) == len(finished) == 1
+        and bool(slow[0].frames)
+        and slow[0].frames[-1].function == "compare_pin"
+        and finished[0].profile is not None
+        and finished[0].profile.samples > 0
+    )
+
+
+@contextlib.contextmanager
+def attempt(django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seen]:
+    """One slow request to sinks of its own; on exit, they and what it stored are gone."""
     with contextlib.ExitStack() as stack:
         stack.callback(views.HELD.clear)
         views.HELD.update({name: CANARIES[name].value for name in HELD})
@@ -293,12 +329,15 @@ def seen(
 
         before = counted()
         assert slow_post().status_code == 200
-        assert runtime.flush(10)
-        sentry_sdk.flush(2)
-        receiver.wait_for(lambda r: len(r.events()) >= 2)
-        mails = delivered_mails(mail)
-        after = counted()
+        # Each wait ends as soon as what it waits for is there: long bounds cost
+        # nothing but on a machine too busy for short ones.
+        assert runtime.flush(30)
         reports: list[Report] = list(Collected.reports)  # type: ignore[arg-type]
+        # An event per report, a mail per slow one: none of a request not reported.
+        sentry_sdk.flush(10)
+        receiver.wait_for(lambda r: len(r.events()) >= len(reports), timeout=30)
+        mails = delivered_mails(mail, sum(r.kind == "slow" for r in reports), timeout=30)
+        after = counted()
         ids = {report.id for report in reports}
         rows = list(SlowRequest.objects.filter(request_id__in=ids))
         table = SlowRequest._meta.db_table

@@ -4,10 +4,11 @@ For each fault, the test project runs under gunicorn (one gthread worker, 16
 threads: one process, so that its counters are the whole story) with two log
 sinks, the fault's own sink, and nothing mocked: a socket that accepts and
 never answers, a second process holding a lock, a logging handler that raises
-or sleeps 30 s. Each fault is measured against a bare run of the same server
-configuration without the fault, right before it, under the same load:
-400 fast requests and 50 slow ones (0.6 s over a 0.3 s threshold) from 8
-keep-alive clients. Promises:
+or sleeps 30 s. Each fault is measured against a bare server of the same
+configuration without the fault, run beside it: both are loaded at the same
+time, each with 400 fast requests and 50 slow ones (0.6 s over a 0.3 s
+threshold) from 8 keep-alive clients of its own, so that whatever else the
+machine does meanwhile weighs on both runs alike. Promises:
 
 (a) the fast requests' p95 latency under the fault is at most twice the bare
     run's, plus 5 ms;
@@ -36,7 +37,8 @@ the end to see the faulty sink catch up:
    ``BEGIN EXCLUSIVE``; 3. ``pg-table-locked``: slowwatch's table in a
    PostgreSQL database of this module's own, ``LOCK TABLE ... IN ACCESS
    EXCLUSIVE MODE`` by another connection (with SLOWWATCH_TEST_PG != "0").
-   Both are the same server before and after the lock is taken.
+   The lock is taken once the faulted server is warmed up; the bare server
+   stores to a database of the same kind of its own, which nobody locks.
 4. ``report-handler-raises`` and 6. ``report-handler-sleeps``: a handler on
    ``slowwatch.report`` (after the JSON-lines one) that raises, or sleeps 30 s,
    on every record: the LoggingReporter is the faulty sink, and in 6, which
@@ -70,6 +72,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,12 +198,12 @@ def pg_admin(*statements: str) -> None:
             admin.execute(statement)
 
 
-def pg_store(ctx: Context) -> dict[str, Any]:
+def pg_store(ctx: Context, name: str = PG_DATABASE) -> dict[str, Any]:
     """A fresh, migrated PostgreSQL database of this module's own, dropped after the test."""
-    drop = f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)"
-    pg_admin(drop, f"CREATE DATABASE {PG_DATABASE}")
+    drop = f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    pg_admin(drop, f"CREATE DATABASE {name}")
     ctx.stack.callback(pg_admin, drop)
-    store = {**PG_SERVER, "NAME": PG_DATABASE}
+    store = {**PG_SERVER, "NAME": name}
     migrate(store, ctx.tmp_path)
     return store
 
@@ -271,15 +274,15 @@ class Counts:
 class Plan:
     """How one fault is made, and lifted."""
 
-    #: The reporters besides the two log sinks, in both runs.
+    #: The reporters besides the two log sinks, on both servers.
     reporters: list[str]
-    #: The server's environment without the fault.
+    #: The bare server's environment: no fault.
     env: dict[str, str]
-    #: With the fault, for a second server; None: the first server is faulted
-    #: while it runs, by ``apply``.
-    fault_env: dict[str, str] | None
+    #: The faulted server's: with the fault, or with what ``apply`` faults.
+    fault_env: dict[str, str]
     #: The sink the fault is in ("": none; the internal log's handlers are no sink).
     faulted: str
+    #: Faults the faulted server while it runs, once it is warmed up.
     apply: Callable[[], None] = lambda: None
     lift: Callable[[], None] = lambda: None
     #: Whether the faulted sink catches up once lifted, within the test's time.
@@ -331,8 +334,14 @@ def black_hole_database(ctx: Context) -> Plan:
     )
 
 
-def lock_plan(store: dict[str, Any], apply: Callable[[], None], lift: Callable[[], None]) -> Plan:
-    """A lock on slowwatch's table, taken by ``apply`` and released by ``lift``."""
+def lock_plan(
+    bare: dict[str, Any],
+    store: dict[str, Any],
+    apply: Callable[[], None],
+    lift: Callable[[], None],
+) -> Plan:
+    """A lock on slowwatch's table in ``store``, taken by ``apply`` and released by
+    ``lift``; the bare server stores to ``bare``, of the same kind, never locked."""
 
     def engaged(during: Counts, after: Counts) -> list[str]:
         problems = database_stuck(during, after)
@@ -342,8 +351,8 @@ def lock_plan(store: dict[str, Any], apply: Callable[[], None], lift: Callable[[
 
     return Plan(
         reporters=[DATABASE_REPORTER],
-        env=store_env(store),
-        fault_env=None,
+        env=store_env(bare),
+        fault_env=store_env(store),
         faulted="DatabaseReporter",
         apply=apply,
         lift=lift,
@@ -375,13 +384,14 @@ def locked_sqlite(ctx: Context) -> Plan:
             process.wait(10)
             process.stdout.close()
 
-    return lock_plan(store, apply, lift)
+    return lock_plan(ctx.sqlite_store("bare"), store, apply, lift)
 
 
 def locked_pg_table(ctx: Context) -> Plan:
     import psycopg
 
     store = pg_store(ctx)
+    bare = pg_store(ctx, f"{PG_DATABASE}_bare")
     holder: list[psycopg.Connection[Any]] = []
 
     def apply() -> None:
@@ -403,7 +413,7 @@ def locked_pg_table(ctx: Context) -> Plan:
             conn.rollback()
             conn.close()
 
-    return lock_plan(store, apply, lift)
+    return lock_plan(bare, store, apply, lift)
 
 
 def raising_report_handler(ctx: Context) -> Plan:
@@ -732,21 +742,37 @@ def mix(served: Served, count: int) -> Callable[[int], str]:
     return path_for
 
 
-def load(served: Served, requests: int) -> tuple[list[float], list[str]]:
-    """One run: the fast requests' latencies, the slow requests' paths."""
-    result = loadgen.run(
-        served.srv.port,
-        clients=CLIENTS,
-        requests=requests,
-        duration=60,
-        path_for=mix(served, requests),
-        timeout=30,
-    )
-    assert result.error_count == 0, result.errors
-    assert result.statuses == {200: requests}, result.statuses
-    slow = [p for p in result.ok_paths if p.startswith("/sleep/")]
-    served.slow += slow
-    return result.latencies["/fast/"], slow
+def load(runs: list[Served], requests: int) -> list[tuple[list[float], list[str]]]:
+    """One run on each server, all at the same time, each from a load generator
+    of its own (a thread, CLIENTS clients): each run's fast requests' latencies
+    and slow requests' paths.
+
+    Side by side, the runs share whatever else the machine does meanwhile (its
+    other processes, this process's own stalls): a change of load between two
+    runs one after the other could pass for the cost of a fault, or hide it.
+    """
+    path_fors = [mix(served, requests) for served in runs]
+
+    def one(at: int) -> loadgen.Result:
+        return loadgen.run(
+            runs[at].srv.port,
+            clients=CLIENTS,
+            requests=requests,
+            duration=60,
+            path_for=path_fors[at],
+            timeout=30,
+        )
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        results = list(pool.map(one, range(len(runs))))
+    found = []
+    for served, result in zip(runs, results, strict=True):
+        assert result.error_count == 0, result.errors
+        assert result.statuses == {200: requests}, result.statuses
+        slow = [p for p in result.ok_paths if p.startswith("/sleep/")]
+        served.slow += slow
+        found.append((result.latencies["/fast/"], slow))
+    return found
 
 
 def p95(values: list[float]) -> float:
@@ -762,21 +788,24 @@ class Run:
     deliveries: dict[str, Delivery]
 
 
-def warm_up(served: Served, plan: Plan) -> None:
-    """The worker's first requests, and the sinks' first reports: the fault is
-    met before the run is measured."""
-    _, slow = load(served, WARMUP)
-    for sink in plan.log_sinks:
-        got = delivery(served.files[sink], slow, timeout=10)
-        assert got.got == got.expected, (sink, got.wrong, served.srv.log[-20:])
+def warm_up(runs: list[Served], plan: Plan) -> None:
+    """The workers' first requests, and the sinks' first reports: a fault the
+    server starts with is met before the run is measured."""
+    for served, (_, slow) in zip(runs, load(runs, WARMUP), strict=True):
+        for sink in plan.log_sinks:
+            got = delivery(served.files[sink], slow, timeout=10)
+            assert got.got == got.expected, (sink, got.wrong, served.srv.log[-20:])
 
 
-def measure(served: Served, plan: Plan) -> Run:
-    latencies, slow = load(served, REQUESTS)
-    deliveries = {
-        sink: delivery(served.files[sink], slow, timeout=DELIVERY + 9) for sink in plan.log_sinks
-    }
-    return Run(p95(latencies), len(latencies), len(slow), deliveries)
+def measure(runs: list[Served], plan: Plan) -> list[Run]:
+    measured = []
+    for served, (latencies, slow) in zip(runs, load(runs, REQUESTS), strict=True):
+        deliveries = {
+            sink: delivery(served.files[sink], slow, timeout=DELIVERY + 9)
+            for sink in plan.log_sinks
+        }
+        measured.append(Run(p95(latencies), len(latencies), len(slow), deliveries))
+    return measured
 
 
 def check_counts(served: Served, found: Counts, *, faulty: str, holding: bool) -> list[str]:
@@ -884,21 +913,22 @@ def test_a_faulty_sink_costs_only_itself(
         ctx = Context(stack, tmp_path, sqlite_template)
         plan = PLANS[fault](ctx)
 
-        # The bare run, and its counts: the same promises hold without a fault.
-        served = serve(ctx, tmp_path / "bare", plan, plan.env)
-        warm_up(served, plan)
-        bare = measure(served, plan)
-        found = settled(served, 10)
-        problems += [f"bare: {p}" for p in check_counts(served, found, faulty="", holding=False)]
-        if plan.fault_env is None:
-            plan.apply()  # the same server, faulted now
-        else:
-            halt(served)
-            served = serve(ctx, tmp_path / "faulted", plan, plan.fault_env)
-            warm_up(served, plan)
-        faulted = measure(served, plan)
+        # The bare server and the faulted one run side by side, and are loaded
+        # at the same time: the bare run is the yardstick of the same moment.
+        bare_served = serve(ctx, tmp_path / "bare", plan, plan.env)
+        served = serve(ctx, tmp_path / "faulted", plan, plan.fault_env)
+        warm_up([bare_served, served], plan)
+        plan.apply()
+        bare, faulted = measure([bare_served, served], plan)
+        # Read under the fault first: some faults (a mail that times out) end by themselves.
         during = settled(served, 10, but=plan.faulted)
         problems += check_counts(served, during, faulty=plan.faulted, holding=True)
+        # The bare server's counts: the same promises hold without a fault.
+        found = settled(bare_served, 10)
+        problems += [
+            f"bare: {p}" for p in check_counts(bare_served, found, faulty="", holding=False)
+        ]
+        halt(bare_served)
         plan.lift()
         after = settled(served, 10, but="" if plan.drains else plan.faulted)
         if not plan.drains:  # but it moves again

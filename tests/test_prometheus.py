@@ -43,8 +43,10 @@ def test_slow_requests_are_counted_by_route_method_and_end(counted: None) -> Non
         "lateness": value("slowwatch_detection_lateness_seconds_count"),
     }
     client = Client()
-    client.get("/sleep/?s=0.4")
-    client.get("/sleep/?s=0.35&other=1")
+    # Held until they were reported (reported=1): only 0.05-0.1 s over their
+    # threshold, they could end unreported when the monitor runs late.
+    client.get("/sleep/?s=0.4&reported=1")
+    client.get("/sleep/?s=0.35&other=1&reported=1")
     client.get("/fast/")
     runtime.flush(10)
     assert value("slowwatch_slow_requests_detected_total", SLEEP) == before["detected"] + 2
@@ -143,8 +145,11 @@ def test_own_counts_are_read_at_scrape_time_while_a_reporter_hangs(settings: Any
     }
     client = Client()
     try:
-        for _ in range(4):  # 8 reports: the hung sink holds one, queues 4, drops 3
-            assert client.get("/sleep/?s=0.35").status_code == 200
+        # 8 reports: the hung sink holds one, queues 4, drops 3. Each request is
+        # held until it was reported (reported=1): only 0.05 s over its
+        # threshold, it could end unreported when the monitor runs late.
+        for _ in range(4):
+            assert client.get("/sleep/?s=0.35&reported=1").status_code == 200
         assert Hanging.entered.wait(5)
         hung = {"sink": "Hanging"}
 
