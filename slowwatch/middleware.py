@@ -142,11 +142,15 @@ class _Stream:
     it never started).
     """
 
-    __slots__ = ("_content", "_end")
+    __slots__ = ("_content", "_end", "_error")
 
-    def __init__(self, content: Iterator[Any], end: Callable[[], object]) -> None:
+    def __init__(
+        self, content: Iterator[Any], end: Callable[[BaseException | None], object]
+    ) -> None:
         self._content = iter(content)
-        self._end: Callable[[], object] | None = end
+        self._end: Callable[[BaseException | None], object] | None = end
+        #: What the content raised, if it did: the request's outcome.
+        self._error: BaseException | None = None
 
     def __iter__(self) -> _Stream:
         return self
@@ -155,24 +159,33 @@ class _Stream:
         try:
             return next(self._content)
         except StopIteration:
-            self.close()
+            pass
+        except BaseException as exc:
+            self._error = exc
             raise
+        self.close()
+        raise StopIteration
 
     def close(self) -> None:
+        # Whoever closes it (the server, Django's ASGI handler inside an
+        # exception handler of its own) says nothing of how the request went.
         end, self._end = self._end, None
         if end is not None:
             with runtime.errors.guard("ending a stream's watch"):
-                end()
+                end(self._error)
 
 
 class _AsyncStream:
     """An async streaming response's content, watched to its end (as :class:`_Stream`)."""
 
-    __slots__ = ("_content", "_end")
+    __slots__ = ("_content", "_end", "_error")
 
-    def __init__(self, content: AsyncIterator[Any], end: Callable[[], object]) -> None:
+    def __init__(
+        self, content: AsyncIterator[Any], end: Callable[[BaseException | None], object]
+    ) -> None:
         self._content = aiter(content)
-        self._end: Callable[[], object] | None = end
+        self._end: Callable[[BaseException | None], object] | None = end
+        self._error: BaseException | None = None
 
     def __aiter__(self) -> _AsyncStream:
         return self
@@ -181,14 +194,18 @@ class _AsyncStream:
         try:
             return await anext(self._content)
         except StopAsyncIteration:
-            self.close()
+            pass
+        except BaseException as exc:
+            self._error = exc
             raise
+        self.close()
+        raise StopAsyncIteration
 
     def close(self) -> None:
         end, self._end = self._end, None
         if end is not None:
             with runtime.errors.guard("ending a stream's watch"):
-                end()
+                end(self._error)
 
 
 #: The code of the request path's frame, where a report's own stack begins.
@@ -327,18 +344,25 @@ class SlowWatchMiddleware:
         self.streams[key] = filed
         content = response.streaming_content
         response.streaming_content = _Stream(
-            content, lambda: self._end_stream(key, filed, response, request)
+            content, lambda error: self._end_stream(key, filed, response, request, error)
         )
         return response
 
-    def _end_stream(self, key: int, filed: Watch, response: Any, request: HttpRequest) -> None:
+    def _end_stream(
+        self,
+        key: int,
+        filed: Watch,
+        response: Any,
+        request: HttpRequest,
+        error: BaseException | None,
+    ) -> None:
         """The stream ended (sent, closed, or collected): end its watch."""
         if self.streams.get(key) is filed:
             del self.streams[key]
         if self.active.get(key) is filed:
             del self.active[key]
             if filed[CLAIM] is not None:
-                self._finish(filed, response, request)
+                self._finished(filed, response, request, error)
 
     def _drop_stale_stream(self, key: int) -> bool:
         """Whether this thread's watch is a stream that was never closed (and is
@@ -352,10 +376,14 @@ class SlowWatchMiddleware:
 
     def _finish(self, filed: Watch, response: Any, request: HttpRequest) -> None:
         """The end of a request the monitor took up: send ``finished`` if it was reported."""
+        self._finished(filed, response, request, sys.exc_info()[1])
+
+    def _finished(
+        self, filed: Watch, response: Any, request: HttpRequest, exc: BaseException | None
+    ) -> None:
         claim = filed[CLAIM]
         if self.watchdog.settle(claim) is not None:
-            stats = filed[SQL]
-            runtime.finished(claim, response, sys.exc_info()[1], stats, request)
+            runtime.finished(claim, response, exc, filed[SQL], request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         threshold = self._threshold(request)
@@ -380,7 +408,7 @@ class SlowWatchMiddleware:
             raise
         if getattr(response, "streaming", False):
             # Django sends the stream from this same task: watched to its end.
-            end = partial(self._end_task, task, watch, response, request)
+            end = partial(self._end_stream_task, task, watch, response, request)
             if response.is_async:
                 # Where the task waits while Django sends the stream: the
                 # view's async generator (the await chain from the task's
@@ -392,6 +420,19 @@ class SlowWatchMiddleware:
         else:
             self._end_task(task, watch, response, request)
         return response  # type: ignore[no-any-return]
+
+    def _end_stream_task(
+        self,
+        task: Any,
+        watch: Watch,
+        response: Any,
+        request: HttpRequest,
+        error: BaseException | None,
+    ) -> None:
+        """The end of an ASGI request's stream: ``finished`` if it was reported."""
+        claim = self.watchdog.disarm(task, watch)
+        if claim is not None:
+            runtime.finished(claim, response, error, watch[SQL], request)
 
     def _end_task(self, task: Any, watch: Watch, response: Any, request: HttpRequest) -> None:
         """The end of an ASGI request (or of its stream): ``finished`` if it was reported."""

@@ -123,4 +123,6 @@ def test_a_streaming_response_is_watched_until_its_last_chunk(
     assert line in report["message"], report["message"]
     finished = only_report(server, "finished")
     assert finished["slowwatch"]["timing"]["elapsed"] >= 1.4
+    # It ended well: its status, and no exception (the end of the iteration is none).
+    assert finished["slowwatch"]["outcome"] == {"status_code": 200, "exception": ""}
     assert "sleeping" in finished["message"]

@@ -152,4 +152,6 @@ def test_a_streaming_response_is_watched_until_its_last_chunk(server: Server) ->
     assert "# the streaming line" in report["message"]
     (done,) = server.reports(1, slow("finished"))
     assert done["slowwatch"]["timing"]["elapsed"] >= 1.4
+    # It ended well: its status, and no exception (the end of the iteration is none).
+    assert done["slowwatch"]["outcome"] == {"status_code": 200, "exception": ""}
     assert not harmed(server)

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -121,8 +122,13 @@ def test_a_request_slow_in_two_places_shows_both_in_its_profile(server):
     [done] = server.reports(1, slow("finished"))
     profile = done["slowwatch"]["profile"]
     # A stack lists indices into the frames table; time.sleep is C, so the leaf is the phase.
-    leaves = {profile["frames"][stack["frames"][-1]][1] for stack in profile["stacks"]}
-    assert leaves == {"phase_one", "phase_two"}
+    leaves: Counter[str] = Counter()
+    for stack in profile["stacks"]:
+        leaves[profile["frames"][stack["frames"][-1]][1]] += stack["count"]
+    # Both phases, and little else: on a busy machine a sample may also catch
+    # the view between its phases or building its response.
+    assert leaves["phase_one"] >= 5 and leaves["phase_two"] >= 5, leaves
+    assert leaves["phase_one"] + leaves["phase_two"] >= 0.9 * sum(leaves.values()), leaves
     assert profile["samples"] >= 20
     assert "# phase one" in done["message"] and "# phase two" in done["message"]
 
@@ -332,6 +338,8 @@ def test_a_streaming_response_is_watched_until_its_last_chunk(server):
     assert "stream.<locals>.chunks" in functions
     [done] = server.reports(1, slow("finished"))
     assert done["slowwatch"]["timing"]["elapsed"] >= 1.4
+    # It ended well: its status, and no exception (the end of the iteration is none).
+    assert done["slowwatch"]["outcome"] == {"status_code": 200, "exception": ""}
     assert "% sleeping" in done["message"]
     # The worker's next request is watched as usual.
     assert server.get("/sleep/?s=0.6")[0] == 200
