@@ -10,8 +10,26 @@ from django.test import Client
 
 from slowwatch import runtime
 from slowwatch.core.frames import Frame
-from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, OTHER, RUNNABLE, SLEEP, verdict
-from slowwatch.core.threadstate import SLEEP_CALLS, SYSCALLS, ThreadProbe, classify
+from slowwatch.core.states import (
+    CPU,
+    DB,
+    GIL,
+    IO,
+    LOCK,
+    LOOP,
+    OTHER,
+    RUNNABLE,
+    SLEEP,
+    THREAD,
+    verdict,
+)
+from slowwatch.core.threadstate import (
+    SLEEP_CALLS,
+    SYSCALLS,
+    ThreadProbe,
+    classify,
+    classify_suspended,
+)
 
 VIEW = Frame("/app/views.py", 10, "view", "app.views")
 DB_FRAME = Frame("/site/django/db/backends/utils.py", 105, "_execute", "django.db.backends.utils")
@@ -55,6 +73,31 @@ def test_classify(frames, syscall, cpu, others, expected):
 )
 def test_the_run_queue_tells_waiting_for_a_cpu(syscall, cpu, queued, expected):
     assert classify([VIEW], syscall, cpu, 0.05, 0.0, queued) == expected
+
+
+ASYNC_VIEW = Frame("/app/views.py", 20, "async_view", "app.views")
+TASK_SLEEP = Frame("/usr/lib/python3/asyncio/tasks.py", 640, "sleep", "asyncio.tasks")
+HANDOFF = Frame("/site/asgiref/sync.py", 526, "SyncToAsync.__call__", "asgiref.sync")
+TO_THREAD = Frame("/usr/lib/python3/asyncio/threads.py", 25, "to_thread", "asyncio.threads")
+ASYNC_LOCK = Frame("/usr/lib/python3/asyncio/locks.py", 112, "Lock.acquire", "asyncio.locks")
+ASYNC_DB = Frame("/site/psycopg/cursor_async.py", 97, "execute", "psycopg.cursor_async")
+
+
+@pytest.mark.parametrize(
+    ("frames", "running", "expected"),
+    [
+        ([ASYNC_VIEW], True, LOOP),  # running without awaiting: it holds the loop
+        ([ASYNC_VIEW, TASK_SLEEP], False, SLEEP),
+        ([ASYNC_VIEW, ASYNC_LOCK], False, LOCK),
+        ([ASYNC_VIEW, ASYNC_DB], False, DB),
+        # Awaiting its sync code while no thread runs it: not I/O.
+        ([ASYNC_VIEW, HANDOFF], False, THREAD),
+        ([ASYNC_VIEW, TO_THREAD], False, THREAD),
+        ([ASYNC_VIEW], False, IO),  # awaiting a future of its own: a socket, most often
+    ],
+)
+def test_classify_suspended(frames, running, expected):
+    assert classify_suspended(frames, running) == expected
 
 
 def test_verdict_orders_shares():

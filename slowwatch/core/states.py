@@ -15,6 +15,10 @@ RUNNABLE = "runnable"
 #: A greenlet (or coroutine) running without yielding: while it runs, no other
 #: request of its worker does.
 LOOP = "loop"
+#: An asyncio task awaiting the thread that runs its sync code (asgiref's
+#: ``sync_to_async``, ``asyncio.to_thread``) while that thread is not running
+#: it: handing the work over, handing the result back, or queued behind others.
+THREAD = "thread"
 
 #: How a verdict names each state.
 LABELS = {
@@ -26,6 +30,7 @@ LABELS = {
     GIL: "waiting for the GIL",
     RUNNABLE: "waiting for a CPU",
     LOOP: "blocking its event loop",
+    THREAD: "waiting for its sync thread",
     OTHER: "waiting",
 }
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 
 from slowwatch.core.frames import Frame
-from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, LOOP, OTHER, RUNNABLE, SLEEP
+from slowwatch.core.states import CPU, DB, GIL, IO, LOCK, LOOP, OTHER, RUNNABLE, SLEEP, THREAD
 
 DB_MODULES = (
     "django.db.backends",
@@ -212,6 +212,10 @@ GREENLET_LOCK_MODULES = (
 )
 
 
+#: Where an asyncio task awaits the thread that runs its sync code.
+HANDOFF_MODULES = ("asgiref.sync", "asyncio.threads")
+
+
 def classify_suspended(frames: Sequence[Frame], running: bool) -> str:
     """The state of a greenlet or an asyncio task: running (it holds its event
     loop), or suspended, waiting for what its innermost frames say (it only
@@ -225,6 +229,10 @@ def classify_suspended(frames: Sequence[Frame], running: bool) -> str:
         return SLEEP
     if any(_in(f.module, GREENLET_LOCK_MODULES + LOCK_MODULES) for f in frames[-3:]):
         return LOCK
+    if inner is not None and _in(inner.module, HANDOFF_MODULES):
+        # Its sync code is not running on that thread (or the thread's stack
+        # would have been taken): being handed over, or its result back.
+        return THREAD
     return IO
 
 
