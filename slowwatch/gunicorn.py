@@ -40,6 +40,7 @@ __all__ = [
     "child_exit",
     "post_worker_init",
     "report_in_flight",
+    "report_on_abort",
     "worker_abort",
     "worker_exit",
 ]
@@ -79,9 +80,13 @@ def report_in_flight(grace: float = GRACE, interrupted: FrameType | None = None)
 
 
 def post_worker_init(worker: Any) -> None:
-    """Run gunicorn's quit handler once, however many quit signals arrive."""
+    """Run gunicorn's quit handler once, however many quit signals arrive; and
+    under an event-loop worker, report a request in flight when the worker is
+    aborted (see :func:`report_on_abort`)."""
     from slowwatch import runtime
 
+    with runtime.errors.guard("reporting requests in flight on SIGABRT"):
+        report_on_abort(worker)
     with runtime.errors.guard("guarding the worker's quit handler"):
         handler = getattr(worker, "handle_quit", None)
         if handler is None:
@@ -99,6 +104,39 @@ def post_worker_init(worker: Any) -> None:
             # Only gunicorn's own handler: never one installed by something else.
             if signal.getsignal(signum) == handler:
                 signal.signal(signum, quit_once)
+
+
+def report_on_abort(worker: Any) -> None:
+    """Make gunicorn's SIGABRT report the requests in flight under any worker class.
+
+    gunicorn's sync, gthread and gevent workers handle SIGABRT in Python and
+    call the ``worker_abort`` hook. The event-loop workers do not, when it
+    matters: uvicorn's worker leaves SIGABRT to its default action (the
+    process ends at once), and gunicorn's asgi worker handles it as a callback
+    of its event loop, which never runs when a request blocks the loop: the
+    very case gunicorn's timeout catches. There, a handler of our own reports
+    first, then hands the signal on as before (the default action again, or
+    the loop's callback, which the loop's wake-up file descriptor still gets).
+    """
+    previous = signal.getsignal(signal.SIGABRT)
+    ours = getattr(worker, "handle_abort", None)
+    if ours is not None and previous == ours:
+        return  # gunicorn's own handler: it calls worker_abort
+    if previous is None or previous == signal.SIG_IGN:
+        return  # not set from Python, or ignored: not ours to change
+    if callable(previous) and getattr(previous, "__name__", "") != "_sighandler_noop":
+        return  # somebody else's handler (asyncio's and uvloop's are no-ops)
+
+    def on_abort(signum: int, frame: FrameType | None) -> None:
+        report_in_flight(interrupted=frame)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            # The default action, as if we had never been here.
+            signal.signal(signal.SIGABRT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGABRT)
+
+    signal.signal(signal.SIGABRT, on_abort)
 
 
 def worker_abort(worker: Any) -> None:

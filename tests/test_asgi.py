@@ -1,4 +1,6 @@
-"""Real ASGI servers (uvicorn, daphne): what holds an async request is reported.
+"""Real ASGI servers: what holds an async request is reported.
+
+uvicorn, daphne, and gunicorn's uvicorn and asgi workers.
 
 Under ASGI a request is an asyncio task. While it awaits, its frames are on
 its await chain; while its sync code (a sync view, sync middleware,
@@ -9,6 +11,7 @@ awaiting, every other request of the event loop waits, and the report says so.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,16 +23,31 @@ from helpers import Server, slow
 
 pytestmark = pytest.mark.server
 
+GUNICORN = ["-b", "127.0.0.1:0", "-w", "1", "--timeout", "60", "-k"]
 SERVERS = {
     "uvicorn": ("uvicorn", ["--host", "127.0.0.1", "--port", "0", "--no-access-log"]),
     "daphne": ("daphne", ["-b", "127.0.0.1", "-p", "0"]),
+    # uvicorn's worker class for gunicorn (the uvicorn-worker package).
+    "gunicorn-uvicorn": ("gunicorn", [*GUNICORN, "uvicorn_worker.UvicornWorker"]),
+    # gunicorn's own ASGI worker (gunicorn 24 and later).
+    "gunicorn-asgi": ("gunicorn", [*GUNICORN, "asgi"]),
 }
+
+
+def _has_asgi_worker() -> bool:
+    from gunicorn.workers import SUPPORTED_WORKERS
+
+    return "asgi" in SUPPORTED_WORKERS
 
 
 @pytest.fixture(params=list(SERVERS))
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     module, options = SERVERS[request.param]
     pytest.importorskip(module)
+    if request.param == "gunicorn-uvicorn":
+        pytest.importorskip("uvicorn_worker")
+    if request.param == "gunicorn-asgi" and not _has_asgi_worker():
+        pytest.skip("this gunicorn has no ASGI worker (it came in gunicorn 24)")
     app = "testproject.asgi:application"
     srv = Server(tmp_path, options, module=module, app=app, env={"SLOWWATCH_TEST_PG": "0"})
     try:
@@ -126,3 +144,34 @@ def test_a_streaming_response_is_watched_until_its_last_chunk(
     # It ended well: its status, and no exception (the end of the iteration is none).
     assert finished["slowwatch"]["outcome"] == {"status_code": 200, "exception": ""}
     assert "sleeping" in finished["message"]
+
+
+@pytest.mark.parametrize("worker", ["uvicorn_worker.UvicornWorker", "asgi"])
+def test_a_loop_blocked_past_gunicorns_timeout_is_reported_killed(
+    tmp_path: Path, worker: str
+) -> None:
+    """gunicorn aborts a worker whose event loop stopped answering (SIGABRT,
+    then SIGKILL): the request that blocked it is reported ``killed``."""
+    pytest.importorskip("uvicorn_worker")
+    if worker == "asgi" and not _has_asgi_worker():
+        pytest.skip("this gunicorn has no ASGI worker (it came in gunicorn 24)")
+    args = ["-b", "127.0.0.1:0", "-w", "1", "--timeout", "2", "-k", worker]
+    app = "testproject.asgi:application"
+    srv = Server(
+        tmp_path,
+        [*args, "-c", "testproject/gunicorn_conf.py"],
+        app=app,
+        env={"SLOWWATCH_TEST_PG": "0"},
+    )
+    try:
+        assert srv.get("/fast/")[0] == 200
+        # The worker dies under the request: that is the point.
+        with contextlib.suppress(OSError):
+            srv.get("/blocks-loop/?s=30", timeout=20)
+        [killed] = srv.reports(1, slow("killed"), timeout=20)
+        [first] = srv.reports(1, slow("slow"))
+        assert killed["slowwatch"]["id"] == first["slowwatch"]["id"]
+        assert "# the line that blocks the loop" in killed["message"], killed["message"]
+        assert killed["slowwatch"]["timing"]["elapsed"] >= 2
+    finally:
+        srv.stop()
