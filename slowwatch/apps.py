@@ -1,24 +1,8 @@
 from __future__ import annotations
 
-import logging
-import sys
-
 from django.apps import AppConfig
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-
-
-def warn_if_threads_are_off() -> None:
-    """Say once, at start-up, that slowwatch cannot see anything under a uWSGI
-    whose Python threads are off (before 2.0.31, without ``--enable-threads``):
-    its monitor thread would never run."""
-    uwsgi = sys.modules.get("uwsgi")
-    if uwsgi is not None and not getattr(uwsgi, "has_threads", True):
-        logging.getLogger("slowwatch.internal").warning(
-            "slowwatch: uWSGI runs with Python threads disabled, so slowwatch's monitor "
-            "thread never runs and no slow request is reported: start uWSGI with "
-            "--enable-threads (threads are on by default from uWSGI 2.0.31)."
-        )
 
 
 class SlowWatchConfig(AppConfig):
@@ -52,7 +36,9 @@ class SlowWatchConfig(AppConfig):
             from slowwatch.reporters.log import show_when_unconfigured
 
             show_when_unconfigured()
-            warn_if_threads_are_off()
+            from slowwatch import uwsgi
+
+            uwsgi.setup()
             # Installs a wrapper on each database connection as it opens; a
             # signal receiver, no thread.
             from slowwatch.sql import connect

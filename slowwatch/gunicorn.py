@@ -64,7 +64,7 @@ def interrupted_frame(signum: int = signal.SIGABRT) -> FrameType | None:
 def report_in_flight(grace: float = GRACE, interrupted: FrameType | None = None) -> int:
     """Report every request in flight as ``killed``; deliver within ``grace`` s.
 
-    Also usable from other servers' hooks (uWSGI: see ``docs/install.rst``).
+    Also usable from other servers' hooks (:mod:`slowwatch.uwsgi` uses it).
     Returns how many requests were reported.
     """
     from slowwatch import runtime

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_control import migrate
@@ -111,7 +112,7 @@ def test_a_uwsgi_without_python_threads_is_named_at_start_up(
     its module is stood in for by one that says what it would say."""
     import types
 
-    from slowwatch.apps import warn_if_threads_are_off
+    from slowwatch.uwsgi import warn_if_threads_are_off
 
     stand_in = types.ModuleType("uwsgi")
     stand_in.has_threads = 0  # type: ignore[attr-defined]
@@ -125,3 +126,70 @@ def test_a_uwsgi_without_python_threads_is_named_at_start_up(
     caplog.clear()
     warn_if_threads_are_off()  # no uWSGI here: nothing to say
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("loading", [[], ["--lazy-apps"]], ids=["pre-fork", "lazy-apps"])
+def test_a_graceful_harakiri_reports_each_request_killed_every_time(
+    tmp_path: Path, loading: list[str]
+) -> None:
+    """With a free graceful signal, uWSGI's warning reaches slowwatch: the four
+    requests in flight are reported ``killed`` and their rows say so. The worker
+    ends itself, so the next harakiri is graceful again: killed reports again."""
+    db = tmp_path / "db.sqlite3"
+    reporters = "slowwatch.reporters.LoggingReporter,slowwatch.reporters.DatabaseReporter"
+    options = [*loading, "--processes", "1", "--threads", "4", "--harakiri", "2"]
+    graceful = ["--harakiri-graceful-timeout", "3", "--harakiri-graceful-signal", "34"]
+    srv = uwsgi(tmp_path, *options, *graceful, reporters=reporters)
+
+    def four_stuck(round_: int) -> None:
+        def get(n: int) -> None:
+            with contextlib.suppress(OSError):  # the connection dies with the worker
+                srv.get(f"/deep/{n}/?s=30&round={round_}", timeout=30)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(get, range(4)))
+
+    try:
+        for round_ in (1, 2):
+            four_stuck(round_)
+
+            def this_round(kind: str, r: int = round_) -> Any:
+                return lambda rep: slow(kind)(rep) and f"round={r}" in rep["message"]
+
+            killed = srv.reports(4, this_round("killed"), timeout=20)
+            assert len(killed) == 4, srv.all_reports()
+            slows = {r["slowwatch"]["id"] for r in srv.reports(4, this_round("slow"))}
+            assert {r["slowwatch"]["id"] for r in killed} == slows
+            for report in killed:
+                depth = int(report["slowwatch"]["request"]["url"].split("/")[2])
+                frames = report["slowwatch"]["stack"]["frames"]
+                assert sum(f["function"] == "descend" for f in frames) == depth + 1
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                states = [s for path, s in rows(db) if f"round={round_}" in path]
+                if states == ["killed"] * 4:
+                    break
+                time.sleep(0.1)
+            assert states == ["killed"] * 4, rows(db)
+        assert "graceful termination attempt" in "".join(srv.log)
+    finally:
+        srv.stop()
+
+
+def test_a_graceful_signal_uwsgi_handles_itself_is_named_at_start_up(tmp_path: Path) -> None:
+    srv = uwsgi(
+        tmp_path,
+        "--processes",
+        "1",
+        "--harakiri",
+        "2",
+        "--harakiri-graceful-timeout",
+        "3",
+        "--harakiri-graceful-signal",
+        "10",
+    )
+    try:
+        assert srv.get("/fast/")[0] == 200
+        assert srv.wait_for_log("harakiri-graceful-signal = 10 is a signal uWSGI handles")
+    finally:
+        srv.stop()
