@@ -17,6 +17,7 @@ executor for each call), so the query tracker counts them.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import SyncToAsync
@@ -27,9 +28,10 @@ __all__ = ["BOUNDARY", "context", "current", "thread_of"]
 #: report's stack starts below it.
 BOUNDARY = (SyncToAsync.thread_handler.__code__,)
 
-#: ``(key, watch)`` of the ASGI request whose context this is.
-current: contextvars.ContextVar[tuple[object, list[Any]] | None] = contextvars.ContextVar(
-    "slowwatch_request", default=None
+#: A weak reference to the task of the ASGI request whose context this is
+#: (the key of its watch), and the watch.
+current: contextvars.ContextVar[tuple[Callable[[], object], list[Any]] | None] = (
+    contextvars.ContextVar("slowwatch_request", default=None)
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
 from time import monotonic
@@ -39,7 +40,8 @@ def apply_rule(request: HttpRequest, rule: float | str) -> None:
         watchdog = runtime.watchdog()
         # Sync requests are found by thread, which costs the fast path nothing;
         # async ones (whose sync views run on another thread) by attribute.
-        key = getattr(request, WATCH_ATTR, None) or watchdog.current()
+        ref = getattr(request, WATCH_ATTR, None)
+        key = ref() if ref is not None else watchdog.current()
         if key is None:
             return
         if rule == EXEMPT:
@@ -92,8 +94,8 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
     # Under gevent each request is a greenlet: its watch also holds the
     # greenlet (whose frames the monitor reads while it is suspended) and the
     # OS thread (whose stack is the greenlet's while it runs).
-    greenlets = native.gevent_patched()
-    real_ident, current_greenlet = native.real_ident, native.greenlet_of
+    greenlets = native.greenlet_functions()
+    real_ident, current_greenlet = greenlets or (native.real_ident, lambda: None)
 
     def serve(request: HttpRequest, threshold: float | None = None) -> Any:
         # Every line here is paid by every request, so Watchdog.arm and disarm
@@ -397,9 +399,14 @@ class SlowWatchMiddleware:
         )
         if watch is None:
             return await self.get_response(request)  # type: ignore[no-any-return, misc]
-        setattr(request, WATCH_ATTR, task)
-        # For the query tracker on the executor thread (see slowwatch.executors).
-        executors.current.set((task, watch))
+        # Both hold the task by weak reference: the task's coroutine holds the
+        # request, and the task's context holds the variable, so a strong
+        # reference would make each request a cycle for the garbage collector.
+        if task is not None:  # None only when driven without an event loop's task
+            ref = weakref.ref(task)
+            setattr(request, WATCH_ATTR, ref)
+            # For the query tracker on the executor thread (slowwatch.executors).
+            executors.current.set((ref, watch))
         response = None
         try:
             response = await self.get_response(request)  # type: ignore[misc]

@@ -47,7 +47,7 @@ class QueryTracker:
             # An ASGI request's query runs on its executor thread; the request's
             # watch came along in its context (slowwatch.executors).
             held = current.get()
-            if held is None or self.active.get(held[0]) is not held[1]:
+            if held is None or self.active.get(held[0]()) is not held[1]:
                 return execute(sql, params, many, context)
             watch = held[1]
         stats = watch[SQL]

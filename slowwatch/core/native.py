@@ -28,7 +28,7 @@ __all__ = [
     "NativeThread",
     "allocate_lock",
     "gevent_patched",
-    "greenlet_of",
+    "greenlet_functions",
     "is_current",
     "real_ident",
     "sleep",
@@ -65,12 +65,20 @@ def sleep(seconds: float) -> None:
     _original("time", "sleep")(seconds)
 
 
-def greenlet_of() -> Any:
-    """The running greenlet under gevent, else None."""
+def greenlet_functions() -> tuple[Callable[[], int], Callable[[], Any]] | None:
+    """Under gevent, the functions that give the OS thread's ident and the
+    running greenlet; None without gevent.
+
+    For a caller that asks on every request: looked up once, since finding
+    gevent's saved originals costs a few dictionary searches each time.
+    """
     if not gevent_patched():
         return None
     greenlet = sys.modules.get("greenlet")
-    return None if greenlet is None else greenlet.getcurrent()
+    if greenlet is None:
+        return None
+    get_ident: Callable[[], int] = _original("_thread", "get_ident")
+    return get_ident, greenlet.getcurrent
 
 
 class Condition:
