@@ -22,7 +22,7 @@ from typing import Any
 
 from asgiref.sync import SyncToAsync
 
-__all__ = ["BOUNDARY", "context", "current", "thread_of"]
+__all__ = ["BOUNDARY", "SYNC_CONTEXT", "current", "thread_of"]
 
 #: The frame where the executor thread starts running the request's code: the
 #: report's stack starts below it.
@@ -35,9 +35,8 @@ current: contextvars.ContextVar[tuple[Callable[[], object], list[Any]] | None] =
 )
 
 
-def context() -> object | None:
-    """The calling task's thread-sensitive context (None outside ASGI)."""
-    return SyncToAsync.thread_sensitive_context.get(None)
+#: Where asgiref keeps the calling task's thread-sensitive context.
+SYNC_CONTEXT: contextvars.ContextVar[Any] = SyncToAsync.thread_sensitive_context
 
 
 def thread_of(holder: object) -> int | None:

@@ -134,6 +134,62 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
     return serve
 
 
+def _aserving(middleware: SlowWatchMiddleware) -> Callable[..., Awaitable[Any]]:
+    """The async request path (under ASGI): a coroutine function, as ``_serving``.
+
+    The watch is keyed by the task serving the request: while it waits, its
+    frames are on its await chain rather than on the loop thread's stack.
+    """
+    get_response: Callable[[HttpRequest], Awaitable[Any]] = middleware.get_response  # type: ignore[assignment]
+    active = middleware.active
+    watchdog = middleware.watchdog
+    current_task = asyncio.current_task
+    get_ident = threading.get_ident
+    # The request's asgiref ThreadSensitiveContext, which tells the monitor
+    # which thread runs the request's sync code (see slowwatch.executors).
+    sync_context = executors.SYNC_CONTEXT
+    carried = executors.current
+    task_ref = weakref.ref
+
+    async def aserve(request: HttpRequest, threshold: float | None = None) -> Any:
+        if threshold is None:
+            threshold = middleware.threshold
+            if threshold is None:  # watching is paused
+                return await get_response(request)
+        task = current_task()
+        # Nested in this task's request (the outer watch covers it), or run
+        # without a task, which nothing here could key a watch by.
+        if task is None or task in active:
+            return await get_response(request)
+        started = monotonic()
+        watch = [started, threshold, request, None, None, get_ident(), sync_context.get(None)]
+        active[task] = watch
+        if started > watchdog.stale_at:
+            watchdog.ensure_running()
+        # Both hold the task by weak reference: the task's coroutine holds the
+        # request, and the task's context holds the variable, so a strong
+        # reference would make each request a cycle for the garbage collector.
+        ref = task_ref(task)
+        setattr(request, WATCH_ATTR, ref)
+        # For the query tracker on the executor thread (slowwatch.executors).
+        carried.set((ref, watch))
+        try:
+            response = await get_response(request)
+        except BaseException:
+            middleware._unwatch(task, watch, request)
+            raise
+        if getattr(response, "streaming", False):
+            # Django sends the stream from this same task: watched to its end.
+            middleware._astream(task, watch, response, request)
+            return response
+        filed = active.pop(task, watch)
+        if filed[CLAIM] is not None:  # it was reported slow
+            middleware._finished(filed, response, request, None)
+        return response
+
+    return aserve
+
+
 class _Stream:
     """A streaming response's content, watched to its end.
 
@@ -210,21 +266,27 @@ class _AsyncStream:
                 end(self._error)
 
 
-#: The code of the request path's frame, where a report's own stack begins.
-SERVE_CODE = next(
-    const
-    for const in _serving.__code__.co_consts
-    if isinstance(const, CodeType) and const.co_name == "serve"
-)
+def _inner_code(outer: Callable[..., Any], name: str) -> CodeType:
+    return next(
+        const
+        for const in outer.__code__.co_consts
+        if isinstance(const, CodeType) and const.co_name == name
+    )
+
+
+#: The code of the request paths' frames, where a report's own stack begins.
+SERVE_CODE = _inner_code(_serving, "serve")
+ASERVE_CODE = _inner_code(_aserving, "aserve")
 
 
 class SlowWatchMiddleware:
     """Arms a watch per request.
 
     Building it picks what Django gets: the bare request function (the
-    closure made by ``_serving``) for the plain sync configuration, else the
-    instance, whose ``__call__`` handles what the plain path leaves out
-    (async, path rules, reporters' request hooks).
+    closure made by ``_serving``, or the coroutine function made by
+    ``_aserving`` under ASGI) for the plain configuration, else the instance,
+    whose ``__call__`` handles what the plain path leaves out (path rules,
+    URL-name rules, reporters' request hooks).
     """
 
     sync_capable = True
@@ -282,11 +344,9 @@ class SlowWatchMiddleware:
         self.streams: dict[int, Watch] = {}
         self.watchdog = runtime.watchdog()
         self.active = self.watchdog.active
-        self.plain = not (
-            self.async_mode or self.name_rules or self.path_rules or self.request_hooks
-        )
-        #: The sync request path (see ``_serving``); unused under ASGI.
-        self.serve: Callable[..., Any] = _serving(self)
+        self.plain = not (self.name_rules or self.path_rules or self.request_hooks)
+        #: The request path (see ``_serving`` and ``_aserving``).
+        self.serve: Callable[..., Any] = (_aserving if self.async_mode else _serving)(self)
         control.register(self)
 
     def apply_control(self, state: control.ControlState) -> None:
@@ -322,7 +382,7 @@ class SlowWatchMiddleware:
                 threshold = rule
         return threshold
 
-    def _unwatch(self, key: int, watch: Watch, request: HttpRequest) -> None:
+    def _unwatch(self, key: object, watch: Watch, request: HttpRequest) -> None:
         """The end of a request whose view raised (the normal end is inlined in ``_serving``)."""
         filed = self.active.pop(key, watch)
         if filed[CLAIM] is not None:
@@ -389,44 +449,21 @@ class SlowWatchMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         threshold = self._threshold(request)
-        # Keyed by the task serving this request: while it waits, its frames are
-        # on its await chain rather than on the loop thread's stack.
-        task = asyncio.current_task()
-        watch = (
-            None
-            if threshold is None
-            else self.watchdog.arm(request, threshold, task=task, holder=executors.context())
-        )
-        if watch is None:
+        if threshold is None:  # ignored, or watching is paused
             return await self.get_response(request)  # type: ignore[no-any-return, misc]
-        # Both hold the task by weak reference: the task's coroutine holds the
-        # request, and the task's context holds the variable, so a strong
-        # reference would make each request a cycle for the garbage collector.
-        if task is not None:  # None only when driven without an event loop's task
-            ref = weakref.ref(task)
-            setattr(request, WATCH_ATTR, ref)
-            # For the query tracker on the executor thread (slowwatch.executors).
-            executors.current.set((ref, watch))
-        response = None
-        try:
-            response = await self.get_response(request)  # type: ignore[misc]
-        except BaseException:
-            self._end_task(task, watch, response, request)
-            raise
-        if getattr(response, "streaming", False):
-            # Django sends the stream from this same task: watched to its end.
-            end = partial(self._end_stream_task, task, watch, response, request)
-            if response.is_async:
-                # Where the task waits while Django sends the stream: the
-                # view's async generator (the await chain from the task's
-                # own coroutine stops at Django's async generator).
-                watch.append(getattr(response, "_iterator", None))
-            content = response.streaming_content
-            stream = _AsyncStream(content, end) if response.is_async else _Stream(content, end)
-            response.streaming_content = stream
-        else:
-            self._end_task(task, watch, response, request)
-        return response  # type: ignore[no-any-return]
+        return await self.serve(request, threshold)  # type: ignore[no-any-return]
+
+    def _astream(self, task: Any, watch: Watch, response: Any, request: HttpRequest) -> None:
+        """Keep watching an ASGI streaming response until its last chunk is sent."""
+        end = partial(self._end_stream_task, task, watch, response, request)
+        if response.is_async:
+            # Where the task waits while Django sends the stream: the view's
+            # async generator (the await chain from the task's own coroutine
+            # stops at Django's async generator).
+            watch.append(getattr(response, "_iterator", None))
+        content = response.streaming_content
+        stream = _AsyncStream(content, end) if response.is_async else _Stream(content, end)
+        response.streaming_content = stream
 
     def _end_stream_task(
         self,
@@ -440,13 +477,6 @@ class SlowWatchMiddleware:
         claim = self.watchdog.disarm(task, watch)
         if claim is not None:
             runtime.finished(claim, response, error, watch[SQL], request)
-
-    def _end_task(self, task: Any, watch: Watch, response: Any, request: HttpRequest) -> None:
-        """The end of an ASGI request (or of its stream): ``finished`` if it was reported."""
-        claim = self.watchdog.disarm(task, watch)
-        if claim is not None:
-            stats = watch[SQL]
-            runtime.finished(claim, response, sys.exc_info()[1], stats, request)
 
     def _process_view(
         self,
@@ -482,6 +512,7 @@ class SlowWatchMiddleware:
 BOUNDARY = (
     *executors.BOUNDARY,
     SERVE_CODE,
+    ASERVE_CODE,
     _Stream.__next__.__code__,
     _AsyncStream.__anext__.__code__,
     SlowWatchMiddleware.__call__.__code__,

@@ -163,6 +163,25 @@ def test_django_gets_the_cheapest_callable_the_configuration_allows(
     assert middleware(RequestFactory().get("/x/")).content == b"ok"
 
 
+@pytest.mark.parametrize(
+    ("rules", "served_by"),
+    [({}, "function"), ({"IGNORE": ["^/static/"]}, "SlowWatchMiddleware")],
+)
+def test_under_asgi_django_gets_a_coroutine_function_where_it_can(settings, rules, served_by):
+    import asyncio
+
+    from asgiref.sync import iscoroutinefunction
+
+    async def view(request):  # type: ignore[no-untyped-def]
+        return HttpResponse("ok")
+
+    settings.SLOWWATCH = {**settings.SLOWWATCH, **rules}
+    middleware = SlowWatchMiddleware(view)
+    assert type(middleware).__name__ == served_by
+    assert iscoroutinefunction(middleware)
+    assert asyncio.run(middleware(RequestFactory().get("/x/"))).content == b"ok"
+
+
 def test_asgi_async_view_is_reported_on_its_await_line(collected):
     async def go() -> int:
         response = await AsyncClient().get("/async-sleep/?s=0.6")
