@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from slowwatch.core.frames import Folded, fold
+from slowwatch.core.frames import Folded, fold, is_project_file
 from slowwatch.core.states import LOOP, verdict
 
 if TYPE_CHECKING:
@@ -168,14 +168,28 @@ def hottest(report: Report, n: int = 5) -> str:
     if profile.states:
         lines.append(f"Since the threshold: {verdict(dict(profile.states))}.")
     lines.append(f"Hottest lines since the threshold ({'; '.join(notes)}):")
-    for (filename, function, lineno), share in profile.hottest(n):
+    leaves = profile.hottest(n)
+    lines.extend(_frame_lines(leaves))
+    if not any(is_project_file(filename) for (filename, _, _), _ in leaves):
+        # Every sample ended in library code (an await in asyncio, a query in
+        # the driver): which of the project's functions were waiting on it.
+        own = profile.hottest_functions(3)
+        if own:
+            lines.append("The project's functions on the stack in those samples:")
+            lines.extend(_frame_lines(own))
+    return "\n".join(lines)
+
+
+def _frame_lines(frames: list[tuple[tuple[str, str, int], float]]) -> list[str]:
+    lines = []
+    for (filename, function, lineno), share in frames:
         lines.append(
             f'  {share:4.0%}  File "{one_line(filename)}", line {lineno}, in {one_line(function)}'
         )
         source = linecache.getline(filename, lineno).strip()
         if source:
             lines.append(f"          {one_line(source)}")
-    return "\n".join(lines)
+    return lines
 
 
 def seconds(value: float) -> str:

@@ -144,6 +144,8 @@ def test_a_streaming_response_is_watched_until_its_last_chunk(
     # It ended well: its status, and no exception (the end of the iteration is none).
     assert finished["slowwatch"]["outcome"] == {"status_code": 200, "exception": ""}
     assert "sleeping" in finished["message"]
+    # The generator's line, even where every sample ended in asyncio.sleep.
+    assert line in finished["message"], finished["message"]
 
 
 @pytest.mark.parametrize("worker", ["uvicorn_worker.UvicornWorker", "asgi"])

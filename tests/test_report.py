@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import linecache
 from dataclasses import replace
 from typing import Any
 
@@ -168,6 +170,36 @@ def test_locals_frames_and_hottest_lines_are_escaped():
     )
     assert "\\x1b" in hottest(finished) and "\x1b" not in hottest(finished)
     assert_escaped(text(finished))
+
+
+def test_hottest_lines_in_library_code_name_the_project_lines_waiting_on_them():
+    view = ("/srv/shop/views.py", "stream", 40)
+    helper = ("/srv/shop/views.py", "chunks", 52)
+    sleep = (asyncio.tasks.__file__, "sleep", 665)
+
+    def lines(*stacks: tuple[tuple[tuple[str, str, int], ...], int]) -> str:
+        profile = FrozenProfile(
+            interval=0.05, samples=sum(n for _, n in stacks), stacks=tuple(stacks)
+        )
+        return hottest(
+            build_report(
+                Finished("abc", RequestInfo("GET", "/s/"), 1, 2, 0.0, 0.5, 1.0, profile=profile)
+            )
+        )
+
+    # Every sample ends in asyncio: the project's lines under it are named.
+    written = lines(((view, helper, sleep), 3), ((view, sleep), 1))
+    source = linecache.getline(asyncio.tasks.__file__, 665).strip()
+    assert written.splitlines() == [
+        "Hottest lines since the threshold (4 samples every 50 ms):",
+        f'  100%  File "{asyncio.tasks.__file__}", line 665, in sleep',
+        *([f"          {source}"] if source else []),
+        "The project's functions on the stack in those samples:",
+        '  100%  File "/srv/shop/views.py", line 40, in stream',
+        '   75%  File "/srv/shop/views.py", line 52, in chunks',
+    ]
+    # A project line among the leaves says it already.
+    assert "The project's functions" not in lines(((view, helper), 3), ((view, sleep), 1))
 
 
 def test_the_lost_notice_is_escaped():
