@@ -9,15 +9,30 @@ from run to run of one layout, whatever else the machine is doing.
 
     python benchmarks/instructions.py request slowwatch 1000
     python benchmarks/instructions.py query tracker 5000
+    python benchmarks/instructions.py gevent-request slowwatch 1000
+    python benchmarks/instructions.py asgi-request slowwatch 1000
+
+``gevent-request`` is ``request`` in a process gevent has monkey-patched, in
+a greenlet, as gunicorn's gevent worker serves it; ``asgi-request`` sends the
+async view's requests through Django's ASGI handler, each in its own task on
+one event loop, as uvicorn does.
 """
 
 from __future__ import annotations
 
+import sys
+
+if sys.argv[1:2] == ["gevent-request"]:
+    # Before anything imports threading or socket, as gunicorn's worker does.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import asyncio
 import gc
 import io
 import operator
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +49,10 @@ from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import RequestFactory, override_settings  # noqa: E402
 
-from benchproject import CONFIGS, passthrough  # noqa: E402
+from benchproject import CONFIGS, EMPTY_ASYNC, SLOWWATCH_MIDDLEWARE, passthrough  # noqa: E402
+
+#: Under ASGI: no middleware, an async one that only forwards, slowwatch.
+ASGI_CONFIGS = {"bare": [], "empty": [EMPTY_ASYNC], "slowwatch": [SLOWWATCH_MIDDLEWARE]}
 
 WARM_UP = 200
 
@@ -69,6 +87,49 @@ def requests(config: str, n: int) -> None:
         response.close()
 
 
+def asgi_requests(config: str, n: int) -> None:
+    """``n`` requests to the async hello-world view through Django's ASGI handler."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    with override_settings(MIDDLEWARE=ASGI_CONFIGS[config]):
+        app = ASGIHandler()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/ahello",
+        "raw_path": b"/ahello",
+        "query_string": b"",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("bench", 80),
+    }
+
+    async def one() -> None:
+        body = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if not body:  # the client stays connected until Django is done
+                await asyncio.Event().wait()
+            return body.pop()
+
+        async def send(message: dict[str, Any]) -> None:
+            return None
+
+        await app(dict(scope), receive, send)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for i in range(WARM_UP + n):
+            if i == WARM_UP:
+                settle()
+            await loop.create_task(one())
+
+    asyncio.run(run())
+
+
 def queries(config: str, n: int) -> None:
     """``n`` ``SELECT 1`` on SQLite; with slowwatch's tracker, inside a watch or not."""
     from slowwatch import runtime
@@ -96,4 +157,11 @@ def queries(config: str, n: int) -> None:
 
 if __name__ == "__main__":
     part, config, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    (requests if part == "request" else queries)(config, count)
+    if part == "gevent-request":
+        import gevent
+
+        gevent.spawn(requests, config, count).join()
+    elif part == "asgi-request":
+        asgi_requests(config, count)
+    else:
+        (requests if part == "request" else queries)(config, count)

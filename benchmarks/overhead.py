@@ -424,6 +424,35 @@ def instructions_table(raw: dict[str, Any], quick: bool) -> None:
             f"dogslow: {empty / ds:.3f}"
         )
         out()
+    other_servers_table(raw)
+
+
+def other_servers_table(raw: dict[str, Any]) -> None:
+    """Per request under gevent and under ASGI, counted as above.
+
+    Fewer requests and layouts than the sync counts: an ASGI request costs
+    several times a WSGI one, and callgrind runs each about 50 times slower.
+    """
+    small, large = 200, 1200
+    gevent = counted("gevent-request", ["bare", "empty", "slowwatch"], small, large, QUICK_LAYOUTS)
+    asgi = counted("asgi-request", ["bare", "empty", "slowwatch"], small, large, QUICK_LAYOUTS)
+    raw["instructions"]["gevent-request"] = gevent
+    raw["instructions"]["asgi-request"] = asgi
+    out(
+        f"## Per request under gevent (monkey-patched, in a greenlet) and under ASGI "
+        f"(Django's ASGI handler, async view, a task per request), counted by callgrind "
+        f"({large:,} minus {small:,} requests; median of {len(QUICK_LAYOUTS)} memory layouts)"
+    )
+    out()
+    out("| serving | bare | empty / bare | slowwatch / bare | slowwatch above empty |")
+    out("|---|---|---|---|---|")
+    for name, spread in (("gevent", gevent), ("ASGI", asgi)):
+        med = {config: statistics.median(values) for config, values in spread.items()}
+        out(
+            f"| {name} | {med['bare']:,.0f} | {med['empty'] / med['bare']:.4f} | "
+            f"{med['slowwatch'] / med['bare']:.4f} | {med['slowwatch'] - med['empty']:+,.0f} |"
+        )
+    out()
 
 
 # -- 6. gunicorn throughput ---------------------------------------------------
