@@ -11,7 +11,8 @@ loop, or waits, the task's.
 
 A request's queries run on that thread too: :data:`current` carries the
 request's watch into it (asgiref copies the task's context variables into the
-executor for each call), so the query tracker counts them.
+executor for each call), so the query tracker counts them, and the per-view
+rules (URL-name rules, the decorators) find the request's watch there.
 """
 
 from __future__ import annotations

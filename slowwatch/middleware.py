@@ -26,7 +26,6 @@ from slowwatch import control, executors, runtime
 from slowwatch.conf import EXEMPT, settings
 from slowwatch.core import native
 from slowwatch.core.watch import CLAIM, SQL, Watch
-from slowwatch.requestinfo import WATCH_ATTR
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponseBase
@@ -39,9 +38,10 @@ def apply_rule(request: HttpRequest, rule: float | str) -> None:
     with runtime.errors.guard("applying a per-view rule"):
         watchdog = runtime.watchdog()
         # Sync requests are found by thread, which costs the fast path nothing;
-        # async ones (whose sync views run on another thread) by attribute.
-        ref = getattr(request, WATCH_ATTR, None)
-        key = ref() if ref is not None else watchdog.current()
+        # async ones (whose sync views run on another thread) by the context
+        # variable their task set, which asgiref carries into that thread.
+        held = executors.current.get()
+        key = held[0]() if held is not None else watchdog.current()
         if key is None:
             return
         if rule == EXEMPT:
@@ -166,13 +166,12 @@ def _aserving(middleware: SlowWatchMiddleware) -> Callable[..., Awaitable[Any]]:
         active[task] = watch
         if started > watchdog.stale_at:
             watchdog.ensure_running()
-        # Both hold the task by weak reference: the task's coroutine holds the
-        # request, and the task's context holds the variable, so a strong
-        # reference would make each request a cycle for the garbage collector.
-        ref = task_ref(task)
-        setattr(request, WATCH_ATTR, ref)
-        # For the query tracker on the executor thread (slowwatch.executors).
-        carried.set((ref, watch))
+        # For per-view rules and for the query tracker on the executor thread
+        # (slowwatch.executors). Nothing is set on the request: a new instance
+        # attribute costs every later attribute access of the request. The task
+        # is held by weak reference: its context holds the variable, so a
+        # strong one would make each request a cycle for the garbage collector.
+        carried.set((task_ref(task), watch))
         try:
             response = await get_response(request)
         except BaseException:

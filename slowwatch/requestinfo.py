@@ -15,9 +15,6 @@ from typing import Any
 
 from slowwatch.core.records import RequestInfo
 
-#: Under ASGI, where the decorators and URL-name rules find the request's watch
-#: key: a weak reference to the request's task.
-WATCH_ATTR = "_slowwatch_key"
 #: The class name of an exception the view raised (Django answers it with a 500).
 EXCEPTION_ATTR = "_slowwatch_exception"
 #: The report id of a request reported slow, for the project's own correlation.
