@@ -167,8 +167,8 @@ def _aserving(middleware: SlowWatchMiddleware) -> Callable[..., Awaitable[Any]]:
         if started > watchdog.stale_at:
             watchdog.ensure_running()
         # For per-view rules and for the query tracker on the executor thread
-        # (slowwatch.executors). Nothing is set on the request: a new instance
-        # attribute costs every later attribute access of the request. The task
+        # (slowwatch.executors), which asgiref copies into the executor thread
+        # for each sync call, so nothing need be set on the request. The task
         # is held by weak reference: its context holds the variable, so a
         # strong one would make each request a cycle for the garbage collector.
         carried.set((task_ref(task), watch))
