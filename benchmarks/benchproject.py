@@ -103,6 +103,35 @@ async def asleep(request: HttpRequest) -> HttpResponse:
     return HttpResponse("slept")
 
 
+async def asgi_get(app: Any, path: str, query: str = "") -> None:
+    """One GET through the ASGI ``app``, as a server sends it; the client stays
+    connected (no disconnect message) until Django is done."""
+    body = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if not body:
+            await asyncio.Event().wait()
+        return body.pop()
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("bench", 80),
+    }
+    await app(scope, receive, send)
+
+
 urlpatterns = [
     path("hello", hello),
     path("sleep", sleep),

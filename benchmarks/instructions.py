@@ -49,7 +49,13 @@ from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import RequestFactory, override_settings  # noqa: E402
 
-from benchproject import CONFIGS, EMPTY_ASYNC, SLOWWATCH_MIDDLEWARE, passthrough  # noqa: E402
+from benchproject import (  # noqa: E402
+    CONFIGS,
+    EMPTY_ASYNC,
+    SLOWWATCH_MIDDLEWARE,
+    asgi_get,
+    passthrough,
+)
 
 #: Under ASGI: no middleware, an async one that only forwards, slowwatch.
 ASGI_CONFIGS = {"bare": [], "empty": [EMPTY_ASYNC], "slowwatch": [SLOWWATCH_MIDDLEWARE]}
@@ -93,39 +99,13 @@ def asgi_requests(config: str, n: int) -> None:
 
     with override_settings(MIDDLEWARE=ASGI_CONFIGS[config]):
         app = ASGIHandler()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/ahello",
-        "raw_path": b"/ahello",
-        "query_string": b"",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 1),
-        "server": ("bench", 80),
-    }
-
-    async def one() -> None:
-        body = [{"type": "http.request", "body": b"", "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            if not body:  # the client stays connected until Django is done
-                await asyncio.Event().wait()
-            return body.pop()
-
-        async def send(message: dict[str, Any]) -> None:
-            return None
-
-        await app(dict(scope), receive, send)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
         for i in range(WARM_UP + n):
             if i == WARM_UP:
                 settle()
-            await loop.create_task(one())
+            await loop.create_task(asgi_get(app, "/ahello"))
 
     asyncio.run(run())
 

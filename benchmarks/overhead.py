@@ -640,33 +640,11 @@ def async_detection(concurrent: int) -> list[float]:
     with override_settings(**overrides):
         app = ASGIHandler()
 
-        async def one() -> None:
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "GET",
-                "path": "/asleep",
-                "query_string": f"s={duration}".encode(),
-                "headers": [(b"host", b"bench")],
-            }
-            sent = False
-
-            async def receive() -> dict[str, Any]:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-                await asyncio.sleep(3600)  # no disconnect: the client waits
-                return {"type": "http.disconnect"}
-
-            async def send(message: dict[str, Any]) -> None:
-                pass
-
-            await app(scope, receive, send)
-
         async def all_of_them() -> None:
-            await asyncio.gather(*(one() for _ in range(concurrent)))
+            query = f"s={duration}"
+            await asyncio.gather(
+                *(benchproject.asgi_get(app, "/asleep", query) for _ in range(concurrent))
+            )
 
         asyncio.run(all_of_them())
         from slowwatch import runtime
