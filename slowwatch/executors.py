@@ -19,15 +19,34 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 from asgiref.sync import SyncToAsync
 
 __all__ = ["BOUNDARY", "SYNC_CONTEXT", "current", "thread_of"]
 
-#: The frame where the executor thread starts running the request's code: the
-#: report's stack starts below it.
-BOUNDARY = (SyncToAsync.thread_handler.__code__,)
+
+def _inner_codes(code: CodeType, names: frozenset[str]) -> list[CodeType]:
+    """The code objects named ``names`` nested (at any depth) in ``code``."""
+    found = []
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            if const.co_name in names:
+                found.append(const)
+            found.extend(_inner_codes(const, names))
+    return found
+
+
+#: The frames where the executor thread starts running the request's code:
+#: the report's stack starts below the innermost of them. Newer asgiref runs
+#: the code through two small closures of ``SyncToAsync.__call__`` (``func``
+#: entering the context, ``run_child`` restoring its locals), which are
+#: asgiref's, not the request's; older ones call it from ``thread_handler``.
+BOUNDARY = (
+    SyncToAsync.thread_handler.__code__,
+    *_inner_codes(SyncToAsync.__call__.__code__, frozenset({"func", "run_child"})),
+)
 
 #: A weak reference to the task of the ASGI request whose context this is
 #: (the key of its watch), and the watch.
