@@ -392,22 +392,16 @@ def _asgi_get(handler, path: str, loop) -> int:
     return int(sent[0]["status"])  # type: ignore[call-overload]
 
 
-@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
-@pytest.mark.parametrize("path", ["/fast/", "/async-sleep/?s=0"])
-def test_a_request_leaves_no_reference_cycle(settings, interface, path):
-    # A cycle per request would leave each request's objects for the garbage
-    # collector, whose pauses the host pays for. Alone in MIDDLEWARE: the
-    # project's other middleware make cycles of their own.
+def _garbage_of_20_requests(settings, middleware: list[str], interface: str, path: str) -> int:
+    """What 20 requests through a new handler leave to the garbage collector."""
     import asyncio
     import gc
-
-    settings.MIDDLEWARE = ["slowwatch.middleware.SlowWatchMiddleware"]
-
     from wsgiref.util import setup_testing_defaults
 
     from django.core.handlers.asgi import ASGIHandler
     from django.core.handlers.wsgi import WSGIHandler
 
+    settings.MIDDLEWARE = middleware
     if interface == "asgi":
         handler = ASGIHandler()
         loop = asyncio.new_event_loop()
@@ -431,7 +425,7 @@ def test_a_request_leaves_no_reference_cycle(settings, interface, path):
         assert get() == 200  # warm: whatever is made once is made now
         gc.collect()
         gc.disable()
-        garbage_before = gc.collect()
+        assert gc.collect() == 0
         statuses = [get() for _ in range(20)]
         garbage = gc.collect()
     finally:
@@ -439,5 +433,22 @@ def test_a_request_leaves_no_reference_cycle(settings, interface, path):
         if interface == "asgi":
             loop.close()
     assert statuses == [200] * 20
-    assert garbage_before == 0
-    assert garbage < 20, f"{garbage} objects left to the garbage collector by 20 requests"
+    return garbage
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+@pytest.mark.parametrize("path", ["/fast/", "/async-sleep/?s=0"])
+def test_a_request_leaves_no_reference_cycle(settings, interface, path):
+    # A cycle per request would leave each request's objects for the garbage
+    # collector, whose pauses the host pays for. Alone in MIDDLEWARE: the
+    # project's other middleware make cycles of their own.
+    bare = _garbage_of_20_requests(settings, [], interface, path)
+    if bare:
+        # Python 3.10 with asgiref: exceptions raised and caught per request,
+        # each a cycle through its frames. slowwatch's objects, reachable from
+        # the request, are collected with them: no cycle of its own shows.
+        pytest.skip(f"Django alone leaves {bare} objects to the collector here")
+    watched = _garbage_of_20_requests(
+        settings, ["slowwatch.middleware.SlowWatchMiddleware"], interface, path
+    )
+    assert watched < 20, f"20 requests left {watched} objects to the garbage collector"
