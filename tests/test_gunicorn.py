@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -153,7 +154,9 @@ def test_a_request_killed_by_the_worker_timeout_is_reported_killed(tmp_path):
         # Sampled from the threshold (0.3 s) until the kill (2 s): the profile
         # of the request that had to be killed goes with its record.
         assert doc["profile"]["samples"] >= 10
-        assert "100% sleeping" in killed["message"]
+        # Mostly sleeping: a sample taken as the thread re-enters its sleep
+        # can read as CPU, so one sample in twenty may say so.
+        assert re.search(r"Since the threshold: (100|9\d)% sleeping", killed["message"])
         assert "Hottest lines since the threshold" in killed["message"]
         # ... and with its row, which the admin shows.
         deadline = time.monotonic() + 10
