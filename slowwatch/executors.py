@@ -19,23 +19,13 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
-from types import CodeType
 from typing import Any
 
 from asgiref.sync import SyncToAsync
 
+from slowwatch.core.frames import nested_codes
+
 __all__ = ["BOUNDARY", "SYNC_CONTEXT", "current", "thread_of"]
-
-
-def _inner_codes(code: CodeType, names: frozenset[str]) -> list[CodeType]:
-    """The code objects named ``names`` nested (at any depth) in ``code``."""
-    found = []
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            if const.co_name in names:
-                found.append(const)
-            found.extend(_inner_codes(const, names))
-    return found
 
 
 #: The frames where the executor thread starts running the request's code:
@@ -45,7 +35,7 @@ def _inner_codes(code: CodeType, names: frozenset[str]) -> list[CodeType]:
 #: asgiref's, not the request's; older ones call it from ``thread_handler``.
 BOUNDARY = (
     SyncToAsync.thread_handler.__code__,
-    *_inner_codes(SyncToAsync.__call__.__code__, frozenset({"func", "run_child"})),
+    *nested_codes(SyncToAsync.__call__.__code__, ("func", "run_child")),
 )
 
 #: A weak reference to the task of the ASGI request whose context this is

@@ -25,6 +25,7 @@ from django.core.handlers.exception import convert_exception_to_response
 from slowwatch import control, executors, runtime
 from slowwatch.conf import EXEMPT, settings
 from slowwatch.core import native
+from slowwatch.core.frames import nested_codes
 from slowwatch.core.watch import CLAIM, SQL, Watch
 
 if TYPE_CHECKING:
@@ -265,17 +266,9 @@ class _AsyncStream:
                 end(self._error)
 
 
-def _inner_code(outer: Callable[..., Any], name: str) -> CodeType:
-    return next(
-        const
-        for const in outer.__code__.co_consts
-        if isinstance(const, CodeType) and const.co_name == name
-    )
-
-
 #: The code of the request paths' frames, where a report's own stack begins.
-SERVE_CODE = _inner_code(_serving, "serve")
-ASERVE_CODE = _inner_code(_aserving, "aserve")
+[SERVE_CODE] = nested_codes(_serving.__code__, ("serve",))
+[ASERVE_CODE] = nested_codes(_aserving.__code__, ("aserve",))
 
 
 class SlowWatchMiddleware:

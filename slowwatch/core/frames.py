@@ -272,3 +272,15 @@ def fold(frames: Sequence[F], filename: Callable[[F], str]) -> list[F | Folded[F
         out.extend(shown[max(start, stop) : end])
         i = end
     return out
+
+
+def nested_codes(code: CodeType, names: Collection[str]) -> list[CodeType]:
+    """The code objects named in ``names`` nested, at any depth, in ``code``
+    (a closure's code, to recognise its frames)."""
+    found = []
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            if const.co_name in names:
+                found.append(const)
+            found.extend(nested_codes(const, names))
+    return found
