@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
+import sys
 import threading
 import time
 import warnings
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from slowwatch.core.records import RequestInfo, Snapshot
+from slowwatch.core.snapshots import LOOP_MODE, where
 from slowwatch.core.watchdog import Watchdog
 
 
@@ -381,3 +384,91 @@ def test_a_child_forked_without_hooks_loses_no_watch_of_its_first_requests():
         assert wd.pid == os.getpid() and wd.running
     finally:
         wd.stop()
+
+
+def functions(frame: Any) -> list[str]:
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
+
+
+def test_a_running_task_is_never_given_the_stack_of_the_task_before_it(watchdog: Watchdog):
+    """The monitor reads every thread's frames once per round, then looks at
+    each watch: by then another task may be running on the loop. The stack it
+    takes for a running task is that task's, whatever ``frames`` held."""
+    first_runs, first_may_go, second_runs, second_may_go = (threading.Event() for _ in range(4))
+    armed: list[Any] = []
+
+    async def first() -> None:
+        first_runs.set()
+        first_may_go.wait(10)  # blocks the loop: its stack is this task's
+
+    async def second() -> None:
+        task = asyncio.current_task()
+        armed.append((task, watchdog.arm("/second", 5.0, task)))
+        second_runs.set()
+        second_may_go.wait(10)
+
+    async def both() -> None:
+        await asyncio.gather(first(), second())
+
+    loop = threading.Thread(target=asyncio.run, args=(both(),))
+    loop.start()
+    try:
+        assert first_runs.wait(10)
+        frames = sys._current_frames()  # while ``first`` runs
+        first_may_go.set()
+        assert second_runs.wait(10)
+        task, watch = armed[0]
+        at = where(watchdog, task, watch, frames)
+        assert at.mode == LOOP_MODE
+        names = functions(at.frame)
+        assert "second" in names and "first" not in names, names
+    finally:
+        first_may_go.set()
+        second_may_go.set()
+        loop.join(10)
+
+
+def test_a_running_greenlet_is_never_given_the_stack_of_the_greenlet_before_it(
+    watchdog: Watchdog,
+):
+    """The same under gevent: each request is a greenlet of one OS thread."""
+    greenlet = pytest.importorskip("greenlet")
+    first_runs, first_may_go, second_runs, second_may_go = (threading.Event() for _ in range(4))
+    armed: list[Any] = []
+    glets: dict[str, Any] = {}
+
+    def first() -> None:
+        first_runs.set()
+        first_may_go.wait(10)  # blocks the thread: its stack is this greenlet's
+        glets["second"].switch()
+
+    def second() -> None:
+        glet = greenlet.getcurrent()
+        armed.append([time.monotonic(), 5.0, "/second", None, None, threading.get_ident(), glet])
+        second_runs.set()
+        second_may_go.wait(10)
+
+    def serve() -> None:
+        glets["first"], glets["second"] = greenlet.greenlet(first), greenlet.greenlet(second)
+        glets["first"].switch()  # back here when ``second`` ends
+        glets["first"].switch()  # and ``first`` ends too
+
+    loop = threading.Thread(target=serve)
+    loop.start()
+    try:
+        assert first_runs.wait(10)
+        frames = sys._current_frames()  # while ``first`` runs
+        first_may_go.set()
+        assert second_runs.wait(10)
+        at = where(watchdog, id(armed[0][-1]), armed[0], frames)
+        assert at.mode == LOOP_MODE
+        names = functions(at.frame)
+        assert "second" in names and "first" not in names, names
+    finally:
+        first_may_go.set()
+        second_may_go.set()
+        loop.join(10)

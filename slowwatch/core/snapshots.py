@@ -113,6 +113,15 @@ def reaches(frame: FrameType | None, codes: Collection[CodeType]) -> bool:
     return False
 
 
+def holds(frame: FrameType | None, target: FrameType | None) -> bool:
+    """Whether the stack from ``frame`` outwards holds the frame ``target``."""
+    while frame is not None:
+        if frame is target:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def where(wd: Watchdog, key: object, watch: Watch, frames: dict[int, FrameType]) -> Where:
     """Where the request's stack starts now, and what tells its state.
 
@@ -126,10 +135,17 @@ def where(wd: Watchdog, key: object, watch: Watch, frames: dict[int, FrameType])
     if len(watch) <= THREAD:
         return Where(frames.get(ident), THREAD_MODE, ident)
     if isinstance(key, int):  # a greenlet, under gevent
-        frame = watch[HOLDER].gr_frame
+        glet = watch[HOLDER]
+        frame = glet.gr_frame
         if frame is not None:
             return Where(frame, WAITING_MODE, ident)
-        return Where(frames.get(ident), LOOP_MODE, ident)
+        # Running now, but ``frames`` may be older than that and hold another
+        # greenlet's stack: look again, and keep the look only if it is still
+        # the one running.
+        frame = sys._current_frames().get(ident)
+        if glet.gr_frame is None:
+            return Where(frame, LOOP_MODE, ident)
+        return Where(glet.gr_frame, WAITING_MODE, ident)
     holder = watch[HOLDER] if len(watch) > HOLDER else None
     if holder is not None and wd.sync_thread is not None:
         sync = wd.sync_thread(holder)
@@ -140,7 +156,13 @@ def where(wd: Watchdog, key: object, watch: Watch, frames: dict[int, FrameType])
     frame = frames.get(ident)
     coro = key.get_coro() if hasattr(key, "get_coro") else None
     if getattr(coro, "cr_running", False):  # the task is the one running on its loop
-        return Where(frame, LOOP_MODE, ident)
+        # ``frames`` may be older than that, when another task ran: the loop's
+        # stack is this task's only if it holds the task's coroutine.
+        own = coro.cr_frame  # type: ignore[union-attr]
+        if not holds(frame, own):
+            frame = sys._current_frames().get(ident)
+        if holds(frame, own):
+            return Where(frame, LOOP_MODE, ident)
     return Where(frame, WAITING_MODE, ident, watch[SOURCE] if len(watch) > SOURCE else None)
 
 
