@@ -12,7 +12,7 @@ import asyncio
 import sys
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from functools import partial
 from time import monotonic
 from types import CodeType
@@ -27,6 +27,7 @@ from slowwatch.conf import EXEMPT, settings
 from slowwatch.core import native
 from slowwatch.core.frames import nested_codes
 from slowwatch.core.watch import CLAIM, SQL, Watch
+from slowwatch.streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponseBase
@@ -190,82 +191,6 @@ def _aserving(middleware: SlowWatchMiddleware) -> Callable[..., Awaitable[Any]]:
     return aserve
 
 
-class _Stream:
-    """A streaming response's content, watched to its end.
-
-    While the server sends the stream, :meth:`__next__` is where the report's
-    stack begins, with the view's generator right under it. Its ``close`` ends
-    the watch: Django calls it when the server closes the response, whether
-    or not the stream was sent (a generator's ``finally`` would not run if
-    it never started).
-    """
-
-    __slots__ = ("_content", "_end", "_error")
-
-    def __init__(
-        self, content: Iterator[Any], end: Callable[[BaseException | None], object]
-    ) -> None:
-        self._content = iter(content)
-        self._end: Callable[[BaseException | None], object] | None = end
-        #: What the content raised, if it did: the request's outcome.
-        self._error: BaseException | None = None
-
-    def __iter__(self) -> _Stream:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            return next(self._content)
-        except StopIteration:
-            pass
-        except BaseException as exc:
-            self._error = exc
-            raise
-        self.close()
-        raise StopIteration
-
-    def close(self) -> None:
-        # Whoever closes it (the server, Django's ASGI handler inside an
-        # exception handler of its own) says nothing of how the request went.
-        end, self._end = self._end, None
-        if end is not None:
-            with runtime.errors.guard("ending a stream's watch"):
-                end(self._error)
-
-
-class _AsyncStream:
-    """An async streaming response's content, watched to its end (as :class:`_Stream`)."""
-
-    __slots__ = ("_content", "_end", "_error")
-
-    def __init__(
-        self, content: AsyncIterator[Any], end: Callable[[BaseException | None], object]
-    ) -> None:
-        self._content = aiter(content)
-        self._end: Callable[[BaseException | None], object] | None = end
-        self._error: BaseException | None = None
-
-    def __aiter__(self) -> _AsyncStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await anext(self._content)
-        except StopAsyncIteration:
-            pass
-        except BaseException as exc:
-            self._error = exc
-            raise
-        self.close()
-        raise StopAsyncIteration
-
-    def close(self) -> None:
-        end, self._end = self._end, None
-        if end is not None:
-            with runtime.errors.guard("ending a stream's watch"):
-                end(self._error)
-
-
 #: The code of the request paths' frames, where a report's own stack begins.
 [SERVE_CODE] = nested_codes(_serving.__code__, ("serve",))
 [ASERVE_CODE] = nested_codes(_aserving.__code__, ("aserve",))
@@ -397,7 +322,7 @@ class SlowWatchMiddleware:
             return response
         self.streams[key] = filed
         content = response.streaming_content
-        response.streaming_content = _Stream(
+        response.streaming_content = Stream(
             content, lambda error: self._end_stream(key, filed, response, request, error)
         )
         return response
@@ -454,7 +379,7 @@ class SlowWatchMiddleware:
             # stops at Django's async generator).
             watch.append(getattr(response, "_iterator", None))
         content = response.streaming_content
-        stream = _AsyncStream(content, end) if response.is_async else _Stream(content, end)
+        stream = AsyncStream(content, end) if response.is_async else Stream(content, end)
         response.streaming_content = stream
 
     def _end_stream_task(
@@ -505,8 +430,8 @@ BOUNDARY = (
     *executors.BOUNDARY,
     SERVE_CODE,
     ASERVE_CODE,
-    _Stream.__next__.__code__,
-    _AsyncStream.__anext__.__code__,
+    Stream.__next__.__code__,
+    AsyncStream.__anext__.__code__,
     SlowWatchMiddleware.__call__.__code__,
     SlowWatchMiddleware._acall.__code__,
 )
