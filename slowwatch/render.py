@@ -71,6 +71,20 @@ def _cut(sql: str, limit: int = SQL_MAX) -> str:
     return sql if len(sql) <= limit else sql[: limit - 1] + "…"
 
 
+#: How the first line names what runs the request (see ``Report.serving``).
+_SERVED_BY = {
+    "thread": "thread",
+    "task": "asyncio task on thread",
+    "greenlet": "greenlet on thread",
+}
+
+
+def served_by(report: Report) -> str:
+    """``thread Worker-1 (1402)``, ``asyncio task on thread MainThread (1397)``..."""
+    thread = report.thread_name and f"{report.thread_name} ({report.thread_id})"
+    return f"{_SERVED_BY.get(report.serving, 'thread')} {thread or report.thread_id}"
+
+
 def summary(report: Report) -> str:
     """The first line: what, where, how long."""
     return one_line(_summary(report))
@@ -103,12 +117,9 @@ def _summary(report: Report) -> str:
             f"Slow request finished: {report.method} {url}{view} -> {outcome} "
             f"in {seconds(report.elapsed)} (threshold {report.threshold:g} s)"
         )
-    thread = (
-        f"{report.thread_name} ({report.thread_id})" if report.thread_name else report.thread_id
-    )
     return (
         f"Slow request: {report.method} {url}{view} running for {seconds(report.elapsed)}, "
-        f"threshold {report.threshold:g} s, pid {report.pid}, thread {thread}, "
+        f"threshold {report.threshold:g} s, pid {report.pid}, {served_by(report)}, "
         f"taken {report.late_by * 1000:.0f} ms after the deadline"
     )
 
@@ -257,7 +268,8 @@ def text(report: Report) -> str:
     if report.kind != "finished":
         figures = process_line(report.process)
         process = f"\nProcess: {figures}" if figures else ""
-        doing = f"\nThe thread is {report.verdict()}." if report.state else ""
+        unit = report.serving if report.serving in _SERVED_BY else "thread"
+        doing = f"\nThe {unit} is {report.verdict()}." if report.state else ""
         if report.state == LOOP:
             doing += " No other request of this worker runs until it yields."
         body = f"{summary(report)}{doing}{sql_lines(report)}{process}\n{traceback(report)}"

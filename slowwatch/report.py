@@ -97,6 +97,9 @@ class Report:
     state: str = ""
     #: The request's trace context, e.g. Sentry's ``trace_id`` and ``span_id``.
     trace: dict[str, str] = field(default_factory=dict)
+    #: What ran the request at the snapshot: ``thread``, ``task`` (asyncio) or
+    #: ``greenlet``, on the OS thread ``thread_id``; empty for ``finished``.
+    serving: str = ""
 
     def where(self) -> str:
         """What alerts group by: the route pattern, else the view, else :data:`UNRESOLVED`.
@@ -137,6 +140,7 @@ class Report:
                 "pid": self.pid,
                 "thread_id": self.thread_id,
                 "thread_name": self.thread_name,
+                **({"serving": self.serving} if self.serving else {}),
                 **({"figures": self.process} if self.process else {}),
             },
             "timing": {
@@ -219,6 +223,7 @@ def build_report(event: Snapshot | Finished | Lost) -> Report:
             sql=event.sql,
             state=event.state,
             profile=event.profile,
+            serving=event.serving,
             **common,
         )
     return Report(

@@ -23,6 +23,7 @@ from helpers import Server, slow
 
 pytestmark = pytest.mark.server
 
+LOOP = "blocking its event loop"
 GUNICORN = ["-b", "127.0.0.1:0", "-w", "1", "--timeout", "60", "-k"]
 SERVERS = {
     "uvicorn": ("uvicorn", ["--host", "127.0.0.1", "--port", "0", "--no-access-log"]),
@@ -63,27 +64,34 @@ def only_report(srv: Server, kind: str = "slow") -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("path", "line", "verdict"),
+    ("path", "line", "verdict", "serving"),
     [
-        ("/async-sleep/?s=1.2", "# the awaiting line", "sleeping"),
+        ("/async-sleep/?s=1.2", "# the awaiting line", "sleeping", "task"),
         # A sync view: Django runs it on the executor thread.
-        ("/sleep/?s=1.2", "# the sleeping line", "sleeping"),
-        ("/awaits-sync-work/?s=1.2", "# the sync work line", "sleeping"),
-        ("/blocks-loop/?s=1.2", "# the line that blocks the loop", "blocking its event loop"),
-        ("/spins-loop/?s=1.2", "# the loop that spins the loop", "blocking its event loop"),
+        ("/sleep/?s=1.2", "# the sleeping line", "sleeping", "thread"),
+        ("/awaits-sync-work/?s=1.2", "# the sync work line", "sleeping", "thread"),
+        ("/blocks-loop/?s=1.2", "# the line that blocks the loop", LOOP, "task"),
+        ("/spins-loop/?s=1.2", "# the loop that spins the loop", LOOP, "task"),
     ],
     ids=["async-sleep", "sync-view", "sync-to-async", "blocked-loop", "cpu-on-the-loop"],
 )
 def test_the_report_shows_what_holds_the_request(
-    server: Server, path: str, line: str, verdict: str
+    server: Server, path: str, line: str, verdict: str, serving: str
 ) -> None:
     assert server.get(path)[0] == 200
     report = only_report(server)
     assert line in report["message"], report["message"]
     assert report["slowwatch"]["verdict"] == verdict
+    # Its own coroutine on the loop, or its sync code on the executor thread.
+    assert report["slowwatch"]["process"]["serving"] == serving
+    assert f"\nThe {serving} is {verdict}." in report["message"], report["message"]
+    if serving == "task":
+        assert ", asyncio task on thread MainThread (" in report["message"]
+    else:
+        assert ", thread ThreadPoolExecutor-" in report["message"], report["message"]
     # On the executor thread the stack starts below asgiref's own frames.
     assert "asgiref/sync.py" not in report["message"], report["message"]
-    if verdict == "blocking its event loop":
+    if verdict == LOOP:
         assert "No other request of this worker runs until it yields" in report["message"]
     finished = only_report(server, "finished")
     assert f"100% {verdict}" in finished["message"] or verdict in finished["message"]

@@ -91,6 +91,9 @@ def test_waves_of_slow_greenlets_that_query_are_reported_and_no_request_is_harme
         assert "the sleep between queries" in report["message"]
         assert data["verdict"] == "sleeping"
         assert data["sql"]["count"] == 1
+        assert data["process"]["serving"] == "greenlet"
+        assert ", greenlet on thread " in report["message"]
+        assert "\nThe greenlet is sleeping.\n" in report["message"]
     for report in finished:
         assert report["slowwatch"]["sql"]["count"] == 2
         assert "% sleeping" in report["message"]
@@ -114,6 +117,7 @@ def test_a_greenlet_that_never_yields_is_reported_while_it_holds_the_hub(
     (report,) = server.reports(1, slow("slow"))
     data = report["slowwatch"]
     assert data["verdict"] == "blocking its event loop"
+    assert "The greenlet is blocking its event loop." in report["message"]
     assert "No other request of this worker runs until it yields" in report["message"]
     assert "the loop that never yields" in report["message"]
     # Taken on time although the hub never ran: the monitor is a thread of its own.

@@ -79,6 +79,24 @@ def test_json_document_is_stable_and_serialisable():
     assert json.loads(json.dumps(doc)) == doc
 
 
+@pytest.mark.parametrize(
+    ("serving", "name", "first", "doing"),
+    [
+        ("thread", "worker-1", "pid 42, thread worker-1 (7), ", "The thread is sleeping."),
+        ("task", "Main", "pid 42, asyncio task on thread Main (7), ", "The task is sleeping."),
+        ("greenlet", "", "pid 42, greenlet on thread 7, ", "The greenlet is sleeping."),
+    ],
+)
+def test_the_report_names_what_runs_the_request(
+    serving: str, name: str, first: str, doing: str
+) -> None:
+    report = build_report(replace(snapshot(), serving=serving, thread_name=name, state="sleep"))
+    head, state, *_ = text(report).splitlines()
+    assert first in head
+    assert state.startswith(doing)
+    assert report.to_dict()["process"]["serving"] == serving
+
+
 def test_finished_report():
     event = Finished(
         report_id="abc",
@@ -94,6 +112,7 @@ def test_finished_report():
     assert report.kind == "finished"
     assert text(report) == "Slow request finished: POST /pay/ -> 502 in 3.25 s (threshold 0.5 s)"
     assert report.to_dict()["outcome"] == {"status_code": 502, "exception": ""}
+    assert "serving" not in report.to_dict()["process"]
 
 
 def test_slow_report_carries_process_figures():

@@ -187,7 +187,8 @@ def test_the_row_holds_what_each_transition_said() -> None:
     expected = {**fields_of(slow), **fields_of(done)}
     assert {name: row[name] for name in expected} == expected
     assert (row["route"], row["view"], row["user_id"]) == ("x/", "app.views.x", "7")
-    assert row["thread"] == "t (2)"  # the finished report does not know the thread's name
+    # The finished report does not know the thread: the slow one's is kept.
+    assert row["thread"] == "thread t (2)"
     assert row["stack"] == fields_of(slow)["stack"] and row["profile"]["stacks"]
     assert row["state"] == "finished" and row["status_code"] == 201
     assert row["extra"] == {} and row["process"] == slow.process

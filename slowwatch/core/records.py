@@ -55,6 +55,10 @@ class Snapshot:
     state: str = ""
     #: ``killed`` only: the samples taken since the threshold, up to the end.
     profile: FrozenProfile | None = None
+    #: What was running the request at the snapshot: its ``thread`` (or,
+    #: under ASGI, the executor thread running its sync code), an asyncio
+    #: ``task`` or a ``greenlet``; ``thread_id`` is the OS thread under it.
+    serving: str = "thread"
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,6 +213,13 @@ def sql_so_far(watch: Watch, now: float) -> dict[str, Any]:
     return {"count": stats.count, "time": stats.time, "in_flight": in_flight(stats, now)}
 
 
+def serving(key: object, mode: str) -> str:
+    """What runs the request at this look (see :attr:`Snapshot.serving`)."""
+    if mode == THREAD_MODE:
+        return "thread"
+    return "greenlet" if isinstance(key, int) else "task"
+
+
 def snapshot(
     wd: Watchdog,
     kind: str,
@@ -223,6 +230,7 @@ def snapshot(
     taken: float,
     wall: float,
     thread: threading.Thread | None,
+    mode: str = THREAD_MODE,
 ) -> Snapshot:
     started, threshold = watch[STARTED], watch[THRESHOLD]
     return Snapshot(
@@ -238,6 +246,7 @@ def snapshot(
         late_by=max(0.0, taken - (started + threshold)) if kind == "slow" else 0.0,
         stack=stack,
         sql=sql_so_far(watch, taken),
+        serving=serving(key, mode),
     )
 
 
@@ -321,7 +330,7 @@ def report_due(
             claim.native_id, claim.sampled_at = thread_native_id, taken
             claim.probe = probe
             wd.sampler.follow(key, watch, claim, taken)
-            found = snapshot(wd, "slow", claim, key, watch, stack, taken, wall, thread)
+            found = snapshot(wd, "slow", claim, key, watch, stack, taken, wall, thread, mode)
             wd.on_slow(replace(found, state=state))
     if not live and probe is not None:
         # Finished while we looked: the stack may be another request's.
@@ -366,7 +375,6 @@ def capture_in_flight(wd: Watchdog, kind: str, interrupted: FrameType | None) ->
     try:
         for key, watch in list(wd.active.items()):
             with wd.errors.guard("reporting a request in flight"):
-                thread_id = thread_of(key, watch)
                 claim = watch[CLAIM]
                 if claim is None or not claim.reported:
                     info = wd.read_subject(watch[SUBJECT])
@@ -379,8 +387,8 @@ def capture_in_flight(wd: Watchdog, kind: str, interrupted: FrameType | None) ->
                 at = where(wd, key, watch, frames)
                 waiting = at.mode == WAITING_MODE
                 stack = take_stack(wd, key, at.frame, waiting=waiting, source=at.source)
-                thread = threads.get(thread_id)
-                found = snapshot(wd, kind, claim, key, watch, stack, taken, wall, thread)
+                thread = threads.get(at.thread)
+                found = snapshot(wd, kind, claim, key, watch, stack, taken, wall, thread, at.mode)
                 if kind == "killed" and claim.profile is not None:
                     # The profile of the request that had to be killed is the
                     # one that matters most: it goes with the record.

@@ -26,6 +26,7 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, IntegrityError, OperationalError, connections
 
+from slowwatch import render
 from slowwatch.conf import settings
 from slowwatch.connections import bounded, not_migrated
 from slowwatch.core.errors import errors
@@ -100,8 +101,8 @@ def fields_of(report: Report) -> dict[str, Any]:
         threshold=report.threshold,
         duration=report.elapsed,
     )
-    if report.thread_name:  # a finished report does not know the name: keep the slow one's
-        found["thread"] = f"{report.thread_name} ({report.thread_id})".strip()[:255]
+    if report.serving:  # a finished report does not know the thread: keep the slow one's
+        found["thread"] = render.served_by(report)[:255]
     if sql:
         found.update(sql_count=sql.get("count"), sql_time=sql.get("time"), sql=sql)
     if current:

@@ -233,6 +233,7 @@ def build_event(
         "pid": report.pid,
         "thread_id": report.thread_id,
         "thread_name": report.thread_name or None,
+        "serving": report.serving or None,
         "hidden_frames": report.hidden_frames,
         "truncated_frames": report.truncated_frames,
     }
