@@ -595,30 +595,40 @@ def asgi_table(raw: dict[str, Any], runs: int = 12, seconds: int = 3) -> None:
         out("(uvicorn throughput skipped: wrk is not installed; apt-get install wrk)")
         return
     out(
-        f"## Under uvicorn (ASGI), an async view: requests/s by wrk -t1 -c8; {runs} "
-        f"interleaved rounds of {seconds} s, medians of ratios paired within a round"
+        f"## Under uvicorn (ASGI), an async view: requests/s by wrk -t1 -c8, and the "
+        f"server's CPU time per request; {runs} interleaved rounds of {seconds} s, medians "
+        f"of ratios paired within a round"
     )
     out()
-    out("| server | req/s bare | empty / bare | slowwatch / bare | slowwatch / empty |")
-    out("|---|---|---|---|---|")
+    out(
+        "| server | req/s bare | empty / bare | slowwatch / bare | slowwatch / empty "
+        "| CPU µs/req bare | empty | slowwatch | bare / slowwatch (CPU) |"
+    )
+    out("|---|---|---|---|---|---|---|---|---|")
     rps: dict[str, list[float]] = {name: [] for name in ASGI_CONFIGS}
+    cpu: dict[str, list[float]] = {name: [] for name in ASGI_CONFIGS}
     for i in range(runs):
         names = list(rps)
         names = names[i % len(names) :] + names[: i % len(names)]
         for name in names:
             server = Uvicorn(ASGI_CONFIGS[name], "asgi")
             try:
-                rps[name].append(server.measure(seconds)[0])
+                got_rps, got_cpu = server.measure(seconds)
             finally:
                 server.close()
-    raw["uvicorn"] = {"rps": rps}
+            rps[name].append(got_rps)
+            cpu[name].append(got_cpu)
+    raw["uvicorn"] = {"rps": rps, "cpu_us": cpu}
 
-    def paired(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(rps[a], rps[b], strict=True))
+    def paired(values: dict[str, list[float]], a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(values[a], values[b], strict=True))
 
+    med = {k: statistics.median(v) for k, v in cpu.items()}
     out(
-        f"| uvicorn | {statistics.median(rps['bare']):.0f} | {paired('empty', 'bare'):.3f} | "
-        f"{paired('slowwatch', 'bare'):.3f} | {paired('slowwatch', 'empty'):.3f} |"
+        f"| uvicorn | {statistics.median(rps['bare']):.0f} | {paired(rps, 'empty', 'bare'):.3f} | "
+        f"{paired(rps, 'slowwatch', 'bare'):.3f} | {paired(rps, 'slowwatch', 'empty'):.3f} | "
+        f"{med['bare']:.1f} | {med['empty']:.1f} | {med['slowwatch']:.1f} | "
+        f"{paired(cpu, 'bare', 'slowwatch'):.3f} |"
     )
     out()
 
@@ -684,6 +694,11 @@ def main() -> None:
         help="comma-separated subset of: inprocess, instructions, arm, detection, "
         "sampling, sql, gunicorn, asgi",
     )
+    parser.add_argument(
+        "--workers",
+        default=",".join(WORKER_ARGS),
+        help=f"gunicorn worker classes to measure, of: {', '.join(WORKER_ARGS)}",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=200, help=argparse.SUPPRESS)
@@ -720,7 +735,8 @@ def main() -> None:
     if "sql" in parts:
         sql_table(raw, 2_000 if args.quick else 20_000)
     if "gunicorn" in parts:
-        gunicorn_table(raw, *((3, 2) if args.quick else (12, 3)))
+        workers = tuple(w for w in args.workers.split(",") if w in WORKER_ARGS)
+        gunicorn_table(raw, *((3, 2) if args.quick else (12, 3)), workers)
     if "asgi" in parts:
         async_detection_table(raw, 2 if args.quick else 6)
         asgi_table(raw, *((3, 2) if args.quick else (12, 3)))
@@ -851,7 +867,9 @@ def sql_table(raw: dict[str, Any], queries: int) -> None:
     out()
 
 
-def gunicorn_table(raw: dict[str, Any], runs: int = 12, seconds: int = 3) -> None:
+def gunicorn_table(
+    raw: dict[str, Any], runs: int = 12, seconds: int = 3, workers: tuple[str, ...] = ()
+) -> None:
     if shutil.which("wrk") is None:
         out("(gunicorn throughput skipped: wrk is not installed; apt-get install wrk)")
         return
@@ -869,7 +887,7 @@ def gunicorn_table(raw: dict[str, Any], runs: int = 12, seconds: int = 3) -> Non
     )
     out("|---|---|---|---|---|---|---|---|---|---|---|")
     raw["gunicorn"] = {}
-    for worker in WORKER_ARGS:
+    for worker in workers or tuple(WORKER_ARGS):
         # The empty middleware is the floor here too: in a real server any
         # middleware costs a few times what it costs in the in-process loop.
         rps: dict[str, list[float]] = {name: [] for name in CONFIGS}
