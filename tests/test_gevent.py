@@ -9,6 +9,7 @@ loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -159,3 +160,28 @@ def test_a_streaming_response_is_watched_until_its_last_chunk(server: Server) ->
     # It ended well: its status, and no exception (the end of the iteration is none).
     assert done["slowwatch"]["outcome"] == {"status_code": 200, "exception": ""}
     assert not harmed(server)
+
+
+def test_a_greenlet_killed_by_the_worker_timeout_is_reported_with_its_own_stack(
+    tmp_path: Path,
+) -> None:
+    """gunicorn aborts a worker whose greenlet never yields: the signal handler
+    runs inside that greenlet, and the ``killed`` report's stack is the
+    greenlet's, down to the line the signal interrupted, not the handler's."""
+    conf = str(HERE / "testproject" / "gunicorn_conf.py")
+    args = ["-k", "gevent", "-w", "1", "-b", "127.0.0.1:0", "--timeout", "2", "-c", conf]
+    srv = Server(tmp_path, args, threshold=THRESHOLD, env={"SLOWWATCH_TEST_PG": "0"})
+    try:
+        assert srv.get("/fast/")[0] == 200
+        # The worker dies under the request: that is the point.
+        with contextlib.suppress(OSError):
+            srv.get("/never-yields/?s=30", timeout=20)
+        (killed,) = srv.reports(1, slow("killed"), timeout=20)
+        data = killed["slowwatch"]
+        functions = [frame["function"] for frame in data["stack"]["frames"]]
+        assert functions[-1] == "never_yields", functions
+        assert "the loop that never yields" in killed["message"]
+        assert not {"where", "capture_in_flight", "report_in_flight"} & set(functions)
+        assert data["process"]["serving"] == "greenlet"
+    finally:
+        srv.stop()

@@ -186,7 +186,10 @@ class Sampler:
         claim.escalated = step + 1
         waiting = None if at is None else at.mode == WAITING_MODE
         stack = take_stack(wd, key, top, waiting=waiting, source=None if at is None else at.source)
-        mode = THREAD_MODE if at is None else at.mode
-        wall = wd.wall_clock()
+        mode, ident = (THREAD_MODE, None) if at is None else (at.mode, at.thread)
         # No thread: its name was given in the first report.
-        wd.on_slow(snapshot(wd, "still_slow", claim, key, watch, stack, now, wall, None, mode))
+        wd.on_slow(
+            snapshot(
+                wd, "still_slow", claim, key, watch, stack, now, wd.wall_clock(), None, mode, ident
+            )
+        )

@@ -134,16 +134,19 @@ def where(wd: Watchdog, key: object, watch: Watch, frames: dict[int, FrameType])
     ident = thread_of(key, watch)
     if len(watch) <= THREAD:
         return Where(frames.get(ident), THREAD_MODE, ident)
+    # A task or greenlet found running now may not have been running when
+    # ``frames`` was read: the loop's stack there can be another one's. Look
+    # again, unless the loop is the calling thread (a kill hook, whose
+    # ``frames`` holds the frame its signal interrupted): that cannot switch.
+    again = ident != native.real_ident()
     if isinstance(key, int):  # a greenlet, under gevent
         glet = watch[HOLDER]
         frame = glet.gr_frame
-        if frame is not None:
+        if frame is not None or glet.dead:
+            # Suspended: its own frames. Ended (a stream never closed): none.
             return Where(frame, WAITING_MODE, ident)
-        # Running now, but ``frames`` may be older than that and hold another
-        # greenlet's stack: look again, and keep the look only if it is still
-        # the one running.
-        frame = sys._current_frames().get(ident)
-        if glet.gr_frame is None:
+        frame = sys._current_frames().get(ident) if again else frames.get(ident)
+        if glet.gr_frame is None:  # still the one running
             return Where(frame, LOOP_MODE, ident)
         return Where(glet.gr_frame, WAITING_MODE, ident)
     holder = watch[HOLDER] if len(watch) > HOLDER else None
@@ -156,10 +159,11 @@ def where(wd: Watchdog, key: object, watch: Watch, frames: dict[int, FrameType])
     frame = frames.get(ident)
     coro = key.get_coro() if hasattr(key, "get_coro") else None
     if getattr(coro, "cr_running", False):  # the task is the one running on its loop
-        # ``frames`` may be older than that, when another task ran: the loop's
-        # stack is this task's only if it holds the task's coroutine.
-        own = coro.cr_frame  # type: ignore[union-attr]
-        if not holds(frame, own):
+        # The loop's stack is this task's only if it holds its coroutine.
+        own = getattr(coro, "cr_frame", None)
+        if not isinstance(own, FrameType):  # not a native coroutine: cannot tell
+            return Where(frame, LOOP_MODE, ident)
+        if again and not holds(frame, own):
             frame = sys._current_frames().get(ident)
         if holds(frame, own):
             return Where(frame, LOOP_MODE, ident)
@@ -231,14 +235,21 @@ def snapshot(
     wall: float,
     thread: threading.Thread | None,
     mode: str = THREAD_MODE,
+    ident: int | None = None,
 ) -> Snapshot:
+    """``thread``: the thread read (None when its name is not wanted); else
+    ``ident``, the thread's ident, else the watch's."""
     started, threshold = watch[STARTED], watch[THRESHOLD]
+    if thread is not None:
+        ident = thread.ident or 0
+    elif ident is None:
+        ident = thread_of(key, watch)
     return Snapshot(
         kind=kind,
         report_id=claim.report_id,
         request=claim.info,
         pid=wd.pid,
-        thread_id=(thread.ident or 0) if thread is not None else thread_of(key, watch),
+        thread_id=ident,
         thread_name=thread.name if thread is not None else "",
         started_at=wall - (taken - started),
         threshold=threshold,

@@ -101,7 +101,7 @@ def fields_of(report: Report) -> dict[str, Any]:
         threshold=report.threshold,
         duration=report.elapsed,
     )
-    if report.serving:  # a finished report does not know the thread: keep the slow one's
+    if report.kind in ("slow", "killed"):  # the others do not name the thread
         found["thread"] = render.served_by(report)[:255]
     if sql:
         found.update(sql_count=sql.get("count"), sql_time=sql.get("time"), sql=sql)
