@@ -26,7 +26,7 @@ from slowwatch import control, executors, runtime
 from slowwatch.conf import EXEMPT, settings
 from slowwatch.core import native
 from slowwatch.core.frames import nested_codes
-from slowwatch.core.watch import CLAIM, SQL, Watch
+from slowwatch.core.watch import CLAIM, SQL, STARTED, THRESHOLD, Watch
 from slowwatch.streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
@@ -127,8 +127,13 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
         if getattr(response, "streaming", False):
             # Watched until its last chunk is sent (see _streamed).
             return middleware._stream(key, watch, response, request)
-        # Our watch, or the copy a per-view rule filed in its place.
-        filed = active.pop(key, watch)
+        # Our watch, or the copy a per-view rule filed in its place; none if
+        # a rule exempted the request (ours then holds any claim made before).
+        filed = active.pop(key, None)
+        if filed is None:
+            filed = watch
+        elif filed[CLAIM] is None and monotonic() - started > filed[THRESHOLD]:
+            middleware._missed(filed, request)  # the monitor was held up
         if filed[CLAIM] is not None:  # it was reported slow
             middleware._finish(filed, response, request)
         return response
@@ -183,7 +188,11 @@ def _aserving(middleware: SlowWatchMiddleware) -> Callable[..., Awaitable[Any]]:
             # Django sends the stream from this same task: watched to its end.
             middleware._astream(task, watch, response, request)
             return response
-        filed = active.pop(task, watch)
+        filed = active.pop(task, None)
+        if filed is None:  # exempted by a per-view rule
+            filed = watch
+        elif filed[CLAIM] is None and monotonic() - started > filed[THRESHOLD]:
+            middleware._missed(filed, request)  # the monitor was held up
         if filed[CLAIM] is not None:  # it was reported slow
             middleware._finished(filed, response, request, None)
         return response
@@ -301,9 +310,23 @@ class SlowWatchMiddleware:
 
     def _unwatch(self, key: object, watch: Watch, request: HttpRequest) -> None:
         """The end of a request whose view raised (the normal end is inlined in ``_serving``)."""
-        filed = self.active.pop(key, watch)
+        filed = self.active.pop(key, None)
+        if filed is None:  # exempted
+            filed = watch
+        elif filed[CLAIM] is None:
+            self._check_missed(filed, request)
         if filed[CLAIM] is not None:
             self._finish(filed, None, request)
+
+    def _check_missed(self, filed: Watch, request: HttpRequest) -> None:
+        """At the end of a request the monitor never took up: was it slow?"""
+        if monotonic() - filed[STARTED] > filed[THRESHOLD]:
+            self._missed(filed, request)
+
+    def _missed(self, filed: Watch, request: HttpRequest) -> None:
+        """A request that ran past its threshold and ended before the monitor,
+        held up, took its stack: counted and said (see :func:`runtime.missed`)."""
+        runtime.missed(filed[STARTED], filed[THRESHOLD], request)
 
     def _stream(self, key: int, watch: Watch, response: Any, request: HttpRequest) -> Any:
         """Keep watching a streaming response until its last chunk is sent.
@@ -340,6 +363,8 @@ class SlowWatchMiddleware:
             del self.streams[key]
         if self.active.get(key) is filed:
             del self.active[key]
+            if filed[CLAIM] is None:
+                self._check_missed(filed, request)
             if filed[CLAIM] is not None:
                 self._finished(filed, response, request, error)
 
@@ -363,6 +388,9 @@ class SlowWatchMiddleware:
         claim = filed[CLAIM]
         if self.watchdog.settle(claim) is not None:
             runtime.finished(claim, response, exc, filed[SQL], request)
+        elif not claim.reported and not claim.killed:
+            # The monitor found it due just as it ended, and let it go.
+            self._missed(filed, request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         threshold = self._threshold(request)
@@ -391,9 +419,13 @@ class SlowWatchMiddleware:
         error: BaseException | None,
     ) -> None:
         """The end of an ASGI request's stream: ``finished`` if it was reported."""
-        claim = self.watchdog.disarm(task, watch)
-        if claim is not None:
-            runtime.finished(claim, response, error, watch[SQL], request)
+        filed = self.active.pop(task, None)
+        if filed is None:  # exempted
+            filed = watch
+        elif filed[CLAIM] is None:
+            self._check_missed(filed, request)
+        if filed[CLAIM] is not None:
+            self._finished(filed, response, request, error)
 
     def _process_view(
         self,

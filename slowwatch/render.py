@@ -96,6 +96,12 @@ def _summary(report: Report) -> str:
         url = url[: SUMMARY_PATH_MAX - 1] + "…"
     view = f" ({report.view})" if report.view else ""
     if report.kind == "lost":
+        if report.extra.get("reason") == "monitor_late":
+            return (
+                f"Slow request not seen: {report.method} {url}{view} ran "
+                f"{seconds(report.elapsed)} (threshold {report.threshold:g} s) and ended "
+                f"before slowwatch's monitor, held up, took its stack (monitor_late)"
+            )
         return (
             f"Report lost: the '{report.extra.get('dropped')}' report of {report.method} {url}"
             f"{view} was dropped ({report.extra.get('reason')})"

@@ -201,9 +201,9 @@ def build_report(event: Snapshot | Finished | Lost) -> Report:
             kind="lost",
             thread_id=0,
             thread_name="",
-            started_at=0.0,
-            threshold=0.0,
-            elapsed=0.0,
+            started_at=event.started_at,
+            threshold=event.threshold,
+            elapsed=event.duration,
             extra={"dropped": event.dropped, "reason": event.reason},
             **common,
         )

@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "flush",
     "loaded_reporters",
     "lost",
+    "missed",
     "reporters",
     "request_hooks",
     "running_dispatcher",
@@ -282,6 +284,35 @@ def finished(
                 # Summarised on the reporter thread, not here on the request's.
                 sql_stats=stats,
                 inflight=claim.inflight,
+            )
+        )
+
+
+def missed(started: float, threshold: float, request: Any) -> None:
+    """Say that a request ran past its threshold and ended before the monitor
+    took its stack (on the request's thread, as it ends).
+
+    The monitor was held up: a process starved of CPU, or a thread that held
+    the GIL. Counted as ``dropped:monitor_late``, and a ``lost`` notice says
+    which request it was and how long it ran.
+    """
+    with errors.guard("reporting a request the monitor missed"):
+        duration = time.monotonic() - started
+        info = read_request(request)
+        if info is None:
+            return
+        queue = dispatcher()
+        queue.count_drop("monitor_late")
+        queue.submit(
+            Lost(
+                uuid.uuid4().hex,
+                info,
+                os.getpid(),
+                "slow",
+                "monitor_late",
+                started_at=time.time() - duration,
+                threshold=threshold,
+                duration=duration,
             )
         )
 

@@ -37,7 +37,7 @@ FULL = os.environ.get("SLOWWATCH_LOAD") == "full"
 THRESHOLD = 0.3
 #: Above the threshold with room for the monitor to be late under load: with
 #: 0.4 s, about 1 % of the slow requests ended before the monitor, up to 0.17 s
-#: late, looked at them, and went unreported.
+#: late, looked at them (they are said as not seen, but without their stack).
 SLOW_SECONDS = 0.5
 #: One request in SLOW_EVERY is slow.
 SLOW_EVERY = 10
@@ -167,7 +167,10 @@ class ReportTail:
                 self.seen["<not a report>", "?"] += 1
                 continue
             url = doc.get("request", {}).get("url", "?")
-            self.seen[url, doc.get("kind", "?")] += 1
+            kind = doc.get("kind", "?")
+            if kind == "lost":  # lost:queue_full, lost:monitor_late
+                kind += ":" + str(doc.get("extra", {}).get("reason"))
+            self.seen[url, kind] += 1
             self.pids.add(doc.get("process", {}).get("pid", 0))
             if doc.get("kind") == "slow":
                 self.late.append(doc["timing"]["late_by"])
@@ -204,16 +207,35 @@ def load(srv: Server, *, start: int, requests: int, form: Form) -> loadgen.Resul
     return result
 
 
+#: What a slow request the monitor, held up, saw only after it ended gets instead.
+UNSEEN = "lost:monitor_late"
+
+
 def every_slow_request_reported_once(srv: Server, tail: ReportTail, slow_paths: set[str]) -> None:
-    expected = {(path, kind): 1 for path in slow_paths for kind in ("slow", "finished")}
-    arrived = until(lambda: tail.read().seen.keys() >= expected.keys(), timeout=30, step=0.25)
-    unexpected = {key: n for key, n in tail.read().seen.items() if expected.get(key) != n}
-    missing = sorted(key for key in expected if key not in tail.seen)
+    """Each slow request reported ``slow`` then ``finished``, once each. On a
+    starved machine the monitor can be held up past a request's end: that
+    request is then said once as not seen (``monitor_late``). None is silent."""
+
+    def accounted(seen: Counter[tuple[str, str]]) -> bool:
+        return all(
+            ((path, "slow") in seen and (path, "finished") in seen) or (path, UNSEEN) in seen
+            for path in slow_paths
+        )
+
+    arrived = until(lambda: accounted(tail.read().seen), timeout=30, step=0.25)
+    seen = tail.read().seen
+    unseen = {path for path in slow_paths if (path, UNSEEN) in seen}
+    expected = {(path, kind): 1 for path in slow_paths - unseen for kind in ("slow", "finished")}
+    expected.update({(path, UNSEEN): 1 for path in unseen})
+    unexpected = {key: n for key, n in seen.items() if expected.get(key) != n}
+    missing = sorted(key for key in expected if key not in seen)
     said = [line for line in srv.log if "slowwatch" in line][:10]
     assert arrived and not missing, (
         f"{len(missing)} reports missing, e.g. {missing[:5]}; {len(unexpected)} unexpected, "
         f"e.g. {list(unexpected.items())[:5]}; most late: {sorted(tail.late)[-5:]}; {said}"
     )
+    # Held up that long is rare even on a loaded machine: most get their stack.
+    assert len(unseen) <= len(slow_paths) // 10, f"{len(unseen)} of {len(slow_paths)} not seen"
     assert not unexpected, (
         f"{len(unexpected)} reports unexpected, e.g. {list(unexpected.items())[:5]}"
     )

@@ -6,6 +6,8 @@ import functools
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 from django.core.handlers.exception import convert_exception_to_response
@@ -110,6 +112,44 @@ def get(interface: str, path: str) -> int:
         return (await AsyncClient().get(path)).status_code
 
     return asyncio.run(go())
+
+
+@pytest.mark.parametrize("interface", ["wsgi", "asgi"])
+def test_a_slow_request_the_monitor_was_too_held_up_to_see_is_counted_and_said(
+    collected, interface
+):
+    """The monitor can be held up (a process starved of CPU, a thread that holds
+    the GIL): a request may pass its threshold and end before it looks. The
+    request's own thread notices as it ends, and says so."""
+    wd = runtime.watchdog()
+    assert get(interface, "/fast/") == 200  # the monitor runs
+    held, released = threading.Event(), threading.Event()
+
+    def hold_up() -> None:
+        held.set()
+        time.sleep(1.5)
+        released.set()
+
+    before = runtime.counters().get("queue dropped:monitor_late", 0)
+    saved = wd.housekeeping
+    wd.housekeeping, wd._next_housekeeping = hold_up, 0.0
+    try:
+        wd.wake()
+        assert held.wait(5)
+        assert get(interface, "/sleep/?s=0.5") == 200
+        assert get(interface, "/exempt/?s=0.5") == 200  # exempt: nothing to say
+        assert released.wait(5)
+    finally:
+        wd.housekeeping = saved
+    [lost] = reports(collected, "lost")
+    assert lost.extra == {"dropped": "slow", "reason": "monitor_late"}
+    assert (lost.url, lost.threshold) == ("/sleep/?s=0.5", 0.3) and lost.elapsed >= 0.5
+    assert text(lost).startswith(
+        "Slow request not seen: GET /sleep/?s=0.5 (testproject.views.sleep) ran 0.5"
+    )
+    assert "threshold 0.3 s) and ended before slowwatch's monitor, held up" in text(lost)
+    assert reports(collected, "slow") == []
+    assert runtime.counters()["queue dropped:monitor_late"] == before + 1
 
 
 @pytest.mark.parametrize(
@@ -421,6 +461,10 @@ def _garbage_of_20_requests(settings, middleware: list[str], interface: str, pat
             response.close()
             return int(statuses[0].split()[0])
 
+    # Earlier tests' requests may still be held by the monitor (its last look
+    # at what was running): let it go, so that none of them is freed, on the
+    # monitor's thread, while this counts. The first request starts it again.
+    runtime.watchdog().stop()
     try:
         assert get() == 200  # warm: whatever is made once is made now
         gc.collect()

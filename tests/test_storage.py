@@ -150,7 +150,14 @@ def test_transitions_upsert_one_row() -> None:
     reporter.handle(build_report(snapshot("c" * 32)))
     reporter.handle(build_report(Lost("c" * 32, info, 1, "finished", "queue_full")))
     assert SlowRequest.objects.get(request_id="c" * 32).state == "lost"
-    assert reporter.counts["saved"] == 6
+    # A request the monitor, held up, never saw: its own thread told its timing.
+    unseen = Lost("d" * 32, info, 1, "slow", "monitor_late", 1_700_000_000.0, 0.3, 0.52)
+    reporter.handle(build_report(unseen))
+    row = SlowRequest.objects.get(request_id="d" * 32)
+    assert (row.state, row.threshold, row.duration) == ("lost", 0.3, 0.52)
+    assert row.started_at.timestamp() == 1_700_000_000.0
+    assert row.extra["lost"] == {"dropped": "slow", "reason": "monitor_late"}
+    assert reporter.counts["saved"] == 7
 
 
 def finished(report_id: str, info: RequestInfo, started_at: float) -> Finished:

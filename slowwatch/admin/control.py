@@ -79,6 +79,9 @@ QUEUE_WORDS = {
     "restarted": "times the queue's thread had died and was started again",
     "dropped:queue_full": "reports dropped: the queue was full",
     "dropped:shutdown": "reports dropped: the process was stopping",
+    "dropped:monitor_late": (
+        "slow requests that ended before the monitor, held up, took their stack"
+    ),
 }
 REPORTER_WORDS = {
     "saved": "rows written",

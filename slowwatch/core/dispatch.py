@@ -123,6 +123,13 @@ class Dispatcher(Generic[T]):
             self._start()
         return True
 
+    def count_drop(self, reason: str) -> None:
+        """Count an item lost before it could be offered (and say so, at most
+        once a minute): ``dropped:<reason>``, as the queue's own drops."""
+        with self._cond:
+            self.counts[f"dropped:{reason}"] += 1
+        self._warn_drop(reason, 1)
+
     def _warn_drop(self, reason: str, n: int) -> None:
         self._errors.warning(
             f"{self.label}: drop:{reason}",

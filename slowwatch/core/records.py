@@ -83,13 +83,21 @@ class Finished:
 
 @dataclass(frozen=True, slots=True)
 class Lost:
-    """A report that was dropped (the queue was full): said as soon as possible."""
+    """A report that was dropped: said as soon as possible.
+
+    ``reason``: ``queue_full``, or ``monitor_late`` for a request that ran
+    past its threshold and ended before the monitor took its stack (the
+    monitor was held up); the request's own thread then knows its timing.
+    """
 
     report_id: str
     request: RequestInfo
     pid: int
     dropped: str
     reason: str
+    started_at: float = 0.0
+    threshold: float = 0.0
+    duration: float = 0.0
 
 
 #: Everything that travels the report queue.

@@ -285,7 +285,12 @@ class DatabaseReporter(Reporter):
             state = STATES.get(report.kind, "lost")
             if report.kind == "lost":
                 # The slow report itself never arrived: keep what is known.
-                found.update(started_at=_when(time.time()), threshold=0.0, duration=0.0)
+                found.update(
+                    started_at=_when(report.started_at or time.time()),
+                    threshold=report.threshold,
+                    duration=report.elapsed,
+                    extra={"lost": report.extra},
+                )
             self._create(sql, report.id, state, entry, found)
             return
         if report.kind == "lost":
@@ -319,7 +324,7 @@ class DatabaseReporter(Reporter):
         """INSERT the request's row, and remember it for its next transition."""
         values = {**found, "request_id": request_id, "state": state, "timeline": [entry]}
         sql.insert(values)
-        self._remember(request_id, state, [entry], {}, _scalars(values))
+        self._remember(request_id, state, [entry], found.get("extra") or {}, _scalars(values))
 
     def _remember(
         self,
