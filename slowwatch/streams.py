@@ -17,7 +17,30 @@ from slowwatch import runtime
 __all__ = ["AsyncStream", "Stream"]
 
 
-class Stream:
+#: Called once when the stream ends, with what its content raised (or None).
+End = Callable[[BaseException | None], object]
+
+
+class _Watched:
+    """What both wrappers share: the watch's end, called once, on ``close``."""
+
+    __slots__ = ("_end", "_error")
+
+    def __init__(self, end: End) -> None:
+        self._end: End | None = end
+        #: What the content raised, if it did: the request's outcome.
+        self._error: BaseException | None = None
+
+    def close(self) -> None:
+        # Whoever closes it (the server, Django's ASGI handler inside an
+        # exception handler of its own) says nothing of how the request went.
+        end, self._end = self._end, None
+        if end is not None:
+            with runtime.errors.guard("ending a stream's watch"):
+                end(self._error)
+
+
+class Stream(_Watched):
     """A streaming response's content, watched to its end.
 
     While the server sends the stream, :meth:`__next__` is where the report's
@@ -27,15 +50,11 @@ class Stream:
     it never started).
     """
 
-    __slots__ = ("_content", "_end", "_error")
+    __slots__ = ("_content",)
 
-    def __init__(
-        self, content: Iterator[Any], end: Callable[[BaseException | None], object]
-    ) -> None:
+    def __init__(self, content: Iterator[Any], end: End) -> None:
+        super().__init__(end)
         self._content = iter(content)
-        self._end: Callable[[BaseException | None], object] | None = end
-        #: What the content raised, if it did: the request's outcome.
-        self._error: BaseException | None = None
 
     def __iter__(self) -> Stream:
         return self
@@ -51,26 +70,15 @@ class Stream:
         self.close()
         raise StopIteration
 
-    def close(self) -> None:
-        # Whoever closes it (the server, Django's ASGI handler inside an
-        # exception handler of its own) says nothing of how the request went.
-        end, self._end = self._end, None
-        if end is not None:
-            with runtime.errors.guard("ending a stream's watch"):
-                end(self._error)
 
-
-class AsyncStream:
+class AsyncStream(_Watched):
     """An async streaming response's content, watched to its end (as :class:`Stream`)."""
 
-    __slots__ = ("_content", "_end", "_error")
+    __slots__ = ("_content",)
 
-    def __init__(
-        self, content: AsyncIterator[Any], end: Callable[[BaseException | None], object]
-    ) -> None:
+    def __init__(self, content: AsyncIterator[Any], end: End) -> None:
+        super().__init__(end)
         self._content = aiter(content)
-        self._end: Callable[[BaseException | None], object] | None = end
-        self._error: BaseException | None = None
 
     def __aiter__(self) -> AsyncStream:
         return self
@@ -85,9 +93,3 @@ class AsyncStream:
             raise
         self.close()
         raise StopAsyncIteration
-
-    def close(self) -> None:
-        end, self._end = self._end, None
-        if end is not None:
-            with runtime.errors.guard("ending a stream's watch"):
-                end(self._error)
