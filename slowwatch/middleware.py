@@ -121,8 +121,8 @@ def _serving(middleware: SlowWatchMiddleware) -> Callable[..., Any]:
             watchdog.ensure_running()
         try:
             response = get_response(request)
-        except BaseException:
-            middleware._unwatch(key, watch, request)
+        except BaseException as exc:
+            middleware._end(key, watch, None, request, exc)
             raise
         if getattr(response, "streaming", False):
             # Watched until its last chunk is sent (see _streamed).
@@ -181,8 +181,8 @@ def _aserving(middleware: SlowWatchMiddleware) -> Callable[..., Awaitable[Any]]:
         carried.set((task_ref(task), watch))
         try:
             response = await get_response(request)
-        except BaseException:
-            middleware._unwatch(task, watch, request)
+        except BaseException as exc:
+            middleware._end(task, watch, None, request, exc)
             raise
         if getattr(response, "streaming", False):
             # Django sends the stream from this same task: watched to its end.
@@ -308,15 +308,24 @@ class SlowWatchMiddleware:
                 threshold = rule
         return threshold
 
-    def _unwatch(self, key: object, watch: Watch, request: HttpRequest) -> None:
-        """The end of a request whose view raised (the normal end is inlined in ``_serving``)."""
+    def _end(
+        self,
+        key: object,
+        watch: Watch,
+        response: Any,
+        request: HttpRequest,
+        error: BaseException | None,
+    ) -> None:
+        """The end of a request off the inlined paths (its view raised, or its
+        ASGI stream was sent): ``finished`` if it was reported, said if the
+        monitor missed it."""
         filed = self.active.pop(key, None)
         if filed is None:  # exempted
             filed = watch
         elif filed[CLAIM] is None:
             self._check_missed(filed, request)
         if filed[CLAIM] is not None:
-            self._finish(filed, None, request)
+            self._finished(filed, response, request, error)
 
     def _check_missed(self, filed: Watch, request: HttpRequest) -> None:
         """At the end of a request the monitor never took up: was it slow?"""
@@ -400,7 +409,7 @@ class SlowWatchMiddleware:
 
     def _astream(self, task: Any, watch: Watch, response: Any, request: HttpRequest) -> None:
         """Keep watching an ASGI streaming response until its last chunk is sent."""
-        end = partial(self._end_stream_task, task, watch, response, request)
+        end = partial(self._end, task, watch, response, request)
         if response.is_async:
             # Where the task waits while Django sends the stream: the view's
             # async generator (the await chain from the task's own coroutine
@@ -409,23 +418,6 @@ class SlowWatchMiddleware:
         content = response.streaming_content
         stream = AsyncStream(content, end) if response.is_async else Stream(content, end)
         response.streaming_content = stream
-
-    def _end_stream_task(
-        self,
-        task: Any,
-        watch: Watch,
-        response: Any,
-        request: HttpRequest,
-        error: BaseException | None,
-    ) -> None:
-        """The end of an ASGI request's stream: ``finished`` if it was reported."""
-        filed = self.active.pop(task, None)
-        if filed is None:  # exempted
-            filed = watch
-        elif filed[CLAIM] is None:
-            self._check_missed(filed, request)
-        if filed[CLAIM] is not None:
-            self._finished(filed, response, request, error)
 
     def _process_view(
         self,
