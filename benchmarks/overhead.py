@@ -23,6 +23,7 @@ import gc
 import io
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -589,6 +590,26 @@ class Uvicorn(Gunicorn):
 ASGI_CONFIGS = {"bare": [], "empty": [EMPTY_ASYNC], "slowwatch": [SLOWWATCH]}
 
 
+def paired(values: dict[str, list[float]], a: str, b: str) -> float:
+    """Median of ``a / b`` within each round, so that slow and fast moments cancel out."""
+    return statistics.median(x / y for x, y in zip(values[a], values[b], strict=True))
+
+
+def interval(values: dict[str, list[float]], a: str, b: str) -> str:
+    """The 95 % interval of ``a / b`` over the rounds (geometric mean of the
+    paired ratios, plus or minus two standard errors): what one run can resolve.
+
+    On a shared host the noise is the CPU's own speed: one process doing the
+    same work can spend 1.7x the CPU time per request from one round to the
+    next, and an interval of +-6 % cannot show a difference of 2 %.
+    """
+    logs = [math.log(x / y) for x, y in zip(values[a], values[b], strict=True)]
+    if len(logs) < 2:
+        return "n/a"
+    mean, error = statistics.mean(logs), statistics.stdev(logs) / math.sqrt(len(logs))
+    return f"{math.exp(mean - 2 * error):.3f}–{math.exp(mean + 2 * error):.3f}"
+
+
 def asgi_table(raw: dict[str, Any], runs: int = 12, seconds: int = 3) -> None:
     """uvicorn's requests/s for a hello-world async view, as gunicorn_table does."""
     if shutil.which("wrk") is None:
@@ -597,14 +618,15 @@ def asgi_table(raw: dict[str, Any], runs: int = 12, seconds: int = 3) -> None:
     out(
         f"## Under uvicorn (ASGI), an async view: requests/s by wrk -t1 -c8, and the "
         f"server's CPU time per request; {runs} interleaved rounds of {seconds} s, medians "
-        f"of ratios paired within a round"
+        f"of ratios paired within a round, and their 95 % interval"
     )
     out()
     out(
         "| server | req/s bare | empty / bare | slowwatch / bare | slowwatch / empty "
-        "| CPU µs/req bare | empty | slowwatch | bare / slowwatch (CPU) |"
+        "| CPU µs/req bare | empty | slowwatch | bare / slowwatch (CPU) "
+        "| 95 % interval: slowwatch / bare | slowwatch / empty |"
     )
-    out("|---|---|---|---|---|---|---|---|---|")
+    out("|---|---|---|---|---|---|---|---|---|---|---|")
     rps: dict[str, list[float]] = {name: [] for name in ASGI_CONFIGS}
     cpu: dict[str, list[float]] = {name: [] for name in ASGI_CONFIGS}
     for i in range(runs):
@@ -619,16 +641,13 @@ def asgi_table(raw: dict[str, Any], runs: int = 12, seconds: int = 3) -> None:
             rps[name].append(got_rps)
             cpu[name].append(got_cpu)
     raw["uvicorn"] = {"rps": rps, "cpu_us": cpu}
-
-    def paired(values: dict[str, list[float]], a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(values[a], values[b], strict=True))
-
     med = {k: statistics.median(v) for k, v in cpu.items()}
     out(
         f"| uvicorn | {statistics.median(rps['bare']):.0f} | {paired(rps, 'empty', 'bare'):.3f} | "
         f"{paired(rps, 'slowwatch', 'bare'):.3f} | {paired(rps, 'slowwatch', 'empty'):.3f} | "
         f"{med['bare']:.1f} | {med['empty']:.1f} | {med['slowwatch']:.1f} | "
-        f"{paired(cpu, 'bare', 'slowwatch'):.3f} |"
+        f"{paired(cpu, 'bare', 'slowwatch'):.3f} | {interval(rps, 'slowwatch', 'bare')} | "
+        f"{interval(rps, 'slowwatch', 'empty')} |"
     )
     out()
 
@@ -877,15 +896,16 @@ def gunicorn_table(
     out(
         f"## Under gunicorn, 1 worker: requests/s by wrk -t1 -c8, and the worker's CPU "
         f"time per request; {runs} interleaved rounds of {seconds} s, medians of ratios "
-        f"paired within a round{pinned if SERVER_CPU is not None else ''}"
+        f"paired within a round, and their 95 % interval"
+        f"{pinned if SERVER_CPU is not None else ''}"
     )
     out()
     out(
         "| worker | req/s bare | empty / bare | slowwatch / bare | dogslow / bare "
         "| CPU µs/req bare | empty | slowwatch | dogslow | bare / empty (CPU) "
-        "| bare / slowwatch (CPU) |"
+        "| bare / slowwatch (CPU) | 95 % interval: empty / bare | slowwatch / bare |"
     )
-    out("|---|---|---|---|---|---|---|---|---|---|---|")
+    out("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     raw["gunicorn"] = {}
     for worker in workers or tuple(WORKER_ARGS):
         # The empty middleware is the floor here too: in a real server any
@@ -907,11 +927,6 @@ def gunicorn_table(
                 rps[name].append(got_rps)
                 cpu[name].append(got_cpu)
         raw["gunicorn"][worker] = {"rps": rps, "cpu_us": cpu}
-
-        def paired(values: dict[str, list[float]], a: str, b: str) -> float:
-            # Ratios within each round, so that slow and fast moments cancel out.
-            return statistics.median(x / y for x, y in zip(values[a], values[b], strict=True))
-
         med = {k: statistics.median(v) for k, v in cpu.items()}
         out(
             f"| {worker} | {statistics.median(rps['bare']):.0f} | "
@@ -919,7 +934,8 @@ def gunicorn_table(
             f"{paired(rps, 'slowwatch', 'bare'):.3f} | {paired(rps, 'dogslow', 'bare'):.3f} | "
             f"{med['bare']:.1f} | {med['empty']:.1f} | {med['slowwatch']:.1f} | "
             f"{med['dogslow']:.1f} | {paired(cpu, 'bare', 'empty'):.3f} | "
-            f"{paired(cpu, 'bare', 'slowwatch'):.3f} |"
+            f"{paired(cpu, 'bare', 'slowwatch'):.3f} | {interval(rps, 'empty', 'bare')} | "
+            f"{interval(rps, 'slowwatch', 'bare')} |"
         )
     out()
 
