@@ -601,7 +601,7 @@ def interval(values: dict[str, list[float]], a: str, b: str) -> str:
 
     On a shared host the noise is the CPU's own speed: one process doing the
     same work can spend 1.7x the CPU time per request from one round to the
-    next, and an interval of +-6 % cannot show a difference of 2 %.
+    next, and an interval of +-5 to 10 % cannot show a difference of 2 %.
     """
     logs = [math.log(x / y) for x, y in zip(values[a], values[b], strict=True)]
     if len(logs) < 2:

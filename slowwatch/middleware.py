@@ -317,7 +317,7 @@ class SlowWatchMiddleware:
         error: BaseException | None,
     ) -> None:
         """The end of a request off the inlined paths (its view raised, or its
-        ASGI stream was sent): ``finished`` if it was reported, said if the
+        stream ended): ``finished`` if it was reported, said if the
         monitor missed it."""
         filed = self.active.pop(key, None)
         if filed is None:  # exempted
@@ -370,12 +370,9 @@ class SlowWatchMiddleware:
         """The stream ended (sent, closed, or collected): end its watch."""
         if self.streams.get(key) is filed:
             del self.streams[key]
+        # Only while the thread has not moved on to another request.
         if self.active.get(key) is filed:
-            del self.active[key]
-            if filed[CLAIM] is None:
-                self._check_missed(filed, request)
-            if filed[CLAIM] is not None:
-                self._finished(filed, response, request, error)
+            self._end(key, filed, response, request, error)
 
     def _drop_stale_stream(self, key: int) -> bool:
         """Whether this thread's watch is a stream that was never closed (and is
