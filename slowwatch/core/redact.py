@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from functools import partial
 from urllib.parse import quote, unquote_plus
 
 MASK = "********"
@@ -36,6 +37,8 @@ _SEPARATORS = re.compile(r"([&;])")
 #: How deep a query value is decoded and searched again: enough for a ``next=``
 #: URL that carries its own query, and no recursion an attacker can deepen.
 _DEPTH = 2
+#: Most passes over one text (see :func:`_settled`).
+_PASSES = 4
 #: Kept unencoded when a redacted query value is written back, so that it still
 #: reads; never ``&``, ``;`` or ``=``, which would split it into new parameters.
 _QUERY_SAFE = "*/:@!$'(),[]{}\""
@@ -98,7 +101,7 @@ def redact_query(query: str) -> str:
     secret (a URL with a password, JSON with a ``"token"``) is written back,
     re-encoded, with that secret masked. Idempotent (see :func:`redact_text`).
     """
-    return _query(query, _DEPTH)
+    return _settled(partial(_query, depth=_DEPTH), query)
 
 
 def redact_url(path: str, query: str) -> str:
@@ -111,11 +114,10 @@ def redact_text(text: str, *, cut: bool = False) -> str:
     """``text`` with every secret it visibly holds masked.
 
     ``cut`` says that ``text`` was truncated, so that a URL's password
-    whose ``@`` fell past the cut is masked too. Idempotent, except on
-    contrived text that nests unbalanced quotes of both kinds, where a
-    second pass may mask a little more (never less).
+    whose ``@`` fell past the cut is masked too. Idempotent (see
+    :func:`_settled`).
     """
-    return _text(text, _DEPTH, cut)
+    return _settled(partial(_text, depth=_DEPTH, cut=cut), text)
 
 
 def redact_bytes(data: bytes, *, cut: bool = False) -> bytes:
@@ -123,13 +125,26 @@ def redact_bytes(data: bytes, *, cut: bool = False) -> bytes:
     # surrogateescape maps every byte that is not UTF-8 to a code point of its
     # own and back, so the bytes that are not masked come back unchanged.
     text = data.decode("utf-8", "surrogateescape")
-    redacted = _text(text, _DEPTH, cut)
+    redacted = _settled(partial(_text, depth=_DEPTH, cut=cut), text)
     if redacted == text:
         return data
     try:
         return redacted.encode("utf-8", "surrogateescape")
     except UnicodeError:  # not expected; but a secret must not come back unmasked
         return MASK.encode()
+
+
+def _settled(redact: Callable[[str], str], text: str) -> str:
+    """``redact(text)``, again until a pass masks nothing more (at most
+    _PASSES): a masked value can make what surrounds it read as a new pair
+    (``'pg://password:"a b"@'`` becomes a URL with a password). Text with
+    nothing to mask takes one pass, text with a secret usually two."""
+    for _ in range(_PASSES):
+        redacted = redact(text)
+        if redacted == text:
+            break
+        text = redacted
+    return text
 
 
 def _query(query: str, depth: int) -> str:
@@ -208,6 +223,16 @@ def _pairs(text: str) -> str:
     done = pos = 0
     while (match := _PAIR.search(text, pos)) is not None:
         start = pos = match.end()
+        if match.group(3) is None:
+            # A quoted "name" may be text holding pairs of its own, between
+            # stray quotes ('= {"password": "x"} '=): masked inside it too.
+            head, tail = match.span(1 if match.group(1) is not None else 2)
+            name = text[head:tail]
+            masked = _pairs(name) if "=" in name or ":" in name else name
+            if masked != name:
+                out.append(text[done:head])
+                out.append(masked)
+                done = tail
         if start >= len(text) or not is_secret(_name(match)):
             continue
         # The next search starts past this value: a name inside a value masked
