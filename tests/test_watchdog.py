@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from slowwatch.core.locate import LOOP_MODE, where
 from slowwatch.core.records import RequestInfo, Snapshot
-from slowwatch.core.snapshots import LOOP_MODE, where
 from slowwatch.core.watchdog import Watchdog
 
 

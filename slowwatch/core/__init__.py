@@ -1,7 +1,8 @@
 """slowwatch's core: everything that knows nothing of Django.
 
 The watchdog and its deadline heap (:mod:`~slowwatch.core.watchdog`), the
-watch record (:mod:`~slowwatch.core.watch`), snapshots
+watch record (:mod:`~slowwatch.core.watch`), where a request's stack is
+under each serving model (:mod:`~slowwatch.core.locate`), snapshots
 (:mod:`~slowwatch.core.snapshots`), sampling and its CPU budget
 (:mod:`~slowwatch.core.sampling`), frame walking
 (:mod:`~slowwatch.core.frames`), thread states (:mod:`~slowwatch.core.states`,

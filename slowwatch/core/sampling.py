@@ -13,17 +13,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from slowwatch.core.frames import sample_key
-from slowwatch.core.profile import key_of
-from slowwatch.core.snapshots import (
+from slowwatch.core.locate import (
     LOOP_MODE,
     THREAD_MODE,
     WAITING_MODE,
     Where,
     native_id_of,
-    snapshot,
-    take_stack,
     where,
 )
+from slowwatch.core.profile import key_of
+from slowwatch.core.snapshots import snapshot, take_stack
 from slowwatch.core.sqlstats import sql_text
 from slowwatch.core.threadstate import ThreadProbe, classify_suspended
 from slowwatch.core.watch import SQL, STARTED, THRESHOLD, Claim, Watch
