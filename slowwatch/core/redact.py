@@ -53,11 +53,12 @@ _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]{0,30}://)([^\s:/?#@]*):([^\s/?
 _USERINFO_CUT = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]{0,30}://)([^\s:/?#@]*):([^\s/?#@]*)\Z")
 #: A name followed by ``=`` or ``:``: a quoted name (JSON, a Python repr) or a
 #: bare one (query, Cookie, ``key=value`` configuration, a header line, a
-#: form's ``user[password]``). The look-behind keeps a bare name from starting
-#: mid-word, but lets it follow a bracket (``[password: …``).
+#: form's ``user[password]``, a command line's ``--password=``, ``2fa_token``).
+#: The look-behind keeps a bare name from starting mid-word, but lets it follow
+#: a bracket (``[password: …``).
 _PAIR = re.compile(
     r"""(?:"((?:[^"\\\n]|\\.){1,100})"|'((?:[^'\\\n]|\\.){1,100})'"""
-    r"""|(?<![\w.\-%+])([A-Za-z_][\w.\-\[\]%+]{0,100}))"""
+    r"""|(?<![\w.\-%+])([\w.\-%+][\w.\-\[\]%+]{0,100}))"""
     r"""[ \t]{0,3}[=:][ \t]{0,3}"""
 )
 #: A part of a multipart/form-data body: its headers name the field, and its
@@ -204,13 +205,19 @@ def _form_part(match: re.Match[str]) -> str:
     return f"{head}{MASK}"
 
 
-def _name(match: re.Match[str]) -> str:
+def _secret_name(match: re.Match[str]) -> bool:
+    """Whether the pair's name is secret, read as written and as it decodes."""
+    bare = match.group(3)
+    if bare is not None:
+        # Percent-decoded ("user%5Bpassword%5D"), and as written: "%card"
+        # decodes to another name.
+        return is_secret(unquote_plus(bare, errors="replace")) or is_secret(bare)
     quoted = match.group(1) or match.group(2)
-    if quoted is None:
-        return unquote_plus(match.group(3), errors="replace")
-    if "\\" not in quoted:
-        return quoted
     # An escaped letter (JSON's "pass\u0077ord") must not hide the name.
+    return is_secret(quoted) or ("\\" in quoted and is_secret(_unescaped(quoted)))
+
+
+def _unescaped(quoted: str) -> str:
     try:
         return quoted.encode("latin-1", "backslashreplace").decode("unicode_escape", "replace")
     except (UnicodeError, ValueError):
@@ -233,7 +240,7 @@ def _pairs(text: str) -> str:
                 out.append(text[done:head])
                 out.append(masked)
                 done = tail
-        if start >= len(text) or not is_secret(_name(match)):
+        if start >= len(text) or not _secret_name(match):
             continue
         # The next search starts past this value: a name inside a value masked
         # whole (a nested object) is gone with it.
