@@ -55,12 +55,16 @@ _USERINFO_CUT = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]{0,30}://)([^\s:/?#@]*):([^
 #: bare one (query, Cookie, ``key=value`` configuration, a header line, a
 #: form's ``user[password]``, a command line's ``--password=``, ``2fa_token``).
 #: The look-behind keeps a bare name from starting mid-word, but lets it follow
-#: a bracket (``[password: …``).
+#: a bracket (``[password: …``). A quoted name followed by ``,`` is a pair only
+#: as a 2-tuple's first item (``(b"authorization", b"Bearer …")``, see
+#: :func:`_opens_tuple`).
 _PAIR = re.compile(
-    r"""(?:"((?:[^"\\\n]|\\.){1,100})"|'((?:[^'\\\n]|\\.){1,100})'"""
-    r"""|(?<![\w.\-%+])([\w.\-%+][\w.\-\[\]%+]{0,100}))"""
-    r"""[ \t]{0,3}[=:][ \t]{0,3}"""
+    r"""(?:(?:"(?P<dq>(?:[^"\\\n]|\\.){1,100})"|'(?P<sq>(?:[^'\\\n]|\\.){1,100})')"""
+    r"""[ \t]{0,3}(?P<sep>[=:,])"""
+    r"""|(?<![\w.\-%+])(?P<bare>[\w.\-%+][\w.\-\[\]%+]{0,100})[ \t]{0,3}[=:])[ \t]{0,3}"""
 )
+#: A tuple whose first item is a string: it may be a (name, value) pair.
+_TUPLE = re.compile(r"""\([ \t]*[bB]?["'][^"'\n]{1,100}["'][ \t]*,""")
 #: A part of a multipart/form-data body: its headers name the field, and its
 #: value runs from the blank line to the next boundary (or the end of cut text).
 _FORM_PART = re.compile(
@@ -182,7 +186,7 @@ def _text(text: str, depth: int, cut: bool) -> str:
             text = f"{head}?{_query(query, depth)}"
     if "form-data" in text:
         text = _FORM_PART.sub(_form_part, text)
-    if "=" in text or ":" in text:
+    if "=" in text or ":" in text or ("(" in text and _TUPLE.search(text)):
         text = _pairs(text)
     if cut and "://" in text:
         # Last: a pair masked above may have become the end of a userinfo.
@@ -207,12 +211,12 @@ def _form_part(match: re.Match[str]) -> str:
 
 def _secret_name(match: re.Match[str]) -> bool:
     """Whether the pair's name is secret, read as written and as it decodes."""
-    bare = match.group(3)
+    bare = match.group("bare")
     if bare is not None:
         # Percent-decoded ("user%5Bpassword%5D"), and as written: "%card"
         # decodes to another name.
         return is_secret(unquote_plus(bare, errors="replace")) or is_secret(bare)
-    quoted = match.group(1) or match.group(2)
+    quoted = match.group("dq") or match.group("sq")
     # An escaped letter (JSON's "pass\u0077ord") must not hide the name.
     return is_secret(quoted) or ("\\" in quoted and is_secret(_unescaped(quoted)))
 
@@ -230,10 +234,11 @@ def _pairs(text: str) -> str:
     done = pos = 0
     while (match := _PAIR.search(text, pos)) is not None:
         start = pos = match.end()
-        if match.group(3) is None:
+        bare = match.group("bare")
+        if bare is None:
             # A quoted "name" may be text holding pairs of its own, between
             # stray quotes ('= {"password": "x"} '=): masked inside it too.
-            head, tail = match.span(1 if match.group(1) is not None else 2)
+            head, tail = match.span("dq" if match.group("dq") is not None else "sq")
             name = text[head:tail]
             masked = _pairs(name) if "=" in name or ":" in name else name
             if masked != name:
@@ -242,11 +247,13 @@ def _pairs(text: str) -> str:
                 done = tail
         if start >= len(text) or not _secret_name(match):
             continue
+        if match.group("sep") == "," and not _opens_tuple(text, match.start()):
+            continue
         # The next search starts past this value: a name inside a value masked
         # whole (a nested object) is gone with it.
         # A bare name right after a quote is text inside a quoted string
         # ("password: x" as a JSON value): its value ends where that string does.
-        before = text[match.start() - 1] if match.start() and match.group(3) else ""
+        before = text[match.start() - 1] if match.start() and bare else ""
         end, shown = _value(text, start, before if before in ("'", '"') else "")
         pos = end
         if shown is not None:
@@ -259,9 +266,24 @@ def _pairs(text: str) -> str:
     return "".join(out)
 
 
+def _opens_tuple(text: str, quote: int) -> bool:
+    """Whether the string whose quote is at ``quote`` is the first item of a
+    tuple: after ``(``, with maybe a ``b`` prefix and blanks between."""
+    i = quote - 1
+    if i >= 0 and text[i] in "bB":
+        i -= 1
+    while i >= 0 and text[i] in " \t":
+        i -= 1
+    return i >= 0 and text[i] == "("
+
+
 def _value(text: str, start: int, within: str) -> tuple[int, str | None]:
     """Where the value at ``start`` ends, and what to show for it (None: keep it)."""
     first = text[start]
+    if first in "bB" and text[start + 1 : start + 2] in ("'", '"'):
+        # A bytes literal (b"Bearer abc"): its quotes bound it, as a string's.
+        end, shown = _value(text, start + 1, within)
+        return end, None if shown is None else first + shown
     if first in "\"'":
         end, closed = _closing_quote(text, start)
         inner = text[start + 1 : end - 1 if closed else end]
