@@ -7,8 +7,9 @@ sentry-sdk's denylist) lets ``user_password`` or ``access_token`` through.
 Values are masked by what they look like as well as by the name they are held
 under, because a secret often travels in a variable with a harmless name
 (``body``, ``headers``, ``dsn``): credentials (``Bearer …``), the password of
-URL userinfo, ``name=value`` and ``"name": value`` pairs with a secret name
-(query strings, Cookie headers, JSON, libpq DSNs, header lines), the fields of
+URL userinfo, ``name=value``, ``"name": value`` and ``("name", value)`` pairs
+with a secret name (query strings, Cookie headers, JSON, libpq DSNs, header
+lines, command lines, an ASGI scope's headers), the fields of
 a multipart/form-data body with a secret name, and query strings inside text.
 A view's ``sensitive_post_parameters`` add their names for the time its
 locals are rendered (:func:`also_secret`).
