@@ -432,6 +432,79 @@ def test_a_running_task_is_never_given_the_stack_of_the_task_before_it(watchdog:
         loop.join(10)
 
 
+async def _descend(n: int, spin: int) -> None:
+    if n > 0:
+        return await _descend(n - 1, spin)
+    for _ in range(3):
+        for _ in range(spin):  # holds the loop: the task is seen running
+            pass
+        await asyncio.sleep(0.001)
+
+
+async def _deep(n: int, spin: int) -> None:
+    await _descend(n, spin)
+
+
+def test_tasks_looked_at_as_they_run_and_return_are_only_given_their_own_stacks(
+    watchdog: Watchdog,
+) -> None:
+    """Fifty tasks at a time, each ``n`` coroutines deep, run, sleep and return
+    while another thread looks at them as the monitor does, on a real loop. A
+    look can catch a task on its way down or back up its chain: a shallower
+    stack, its own at that instant. Never a deeper one (another task's), and
+    asleep at the bottom always exactly its own depth."""
+    from slowwatch.core.locate import WAITING_MODE
+    from slowwatch.core.snapshots import take_stack
+
+    depth_of: dict[Any, int] = {}
+    watches: dict[Any, Any] = {}
+    wrong: list[tuple[str, int, int]] = []
+    looks = {"asleep": 0, "other": 0}
+    done = threading.Event()
+
+    def look() -> None:
+        while not done.is_set():
+            frames = sys._current_frames()
+            for task, watch in list(watches.items()):
+                at = where(watchdog, task, watch, frames)
+                waiting = at.mode == WAITING_MODE
+                stack = take_stack(watchdog, task, at.frame, waiting=waiting, source=at.source)
+                names = [frame.function for frame in stack.frames]
+                if "_deep" not in names:
+                    continue
+                found, own = names.count("_descend"), depth_of[task] + 1
+                asleep = names[-1] == "sleep"
+                looks["asleep" if asleep else "other"] += 1
+                if found > own or (asleep and found != own):
+                    wrong.append((at.mode, own, found))
+            del frames
+
+    async def one(n: int, spin: int) -> None:
+        task = asyncio.current_task()
+        depth_of[task] = n
+        watches[task] = watchdog.arm(f"/{n}", 5.0, task)
+        try:
+            await _deep(n, spin)
+        finally:
+            watchdog.disarm(task)
+            del watches[task]
+
+    async def rounds() -> None:
+        until = time.monotonic() + 2.0
+        while time.monotonic() < until:
+            await asyncio.gather(*(one(n % 25 + 1, (n % 3) * 500) for n in range(50)))
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    try:
+        asyncio.run(rounds())
+    finally:
+        done.set()
+        looker.join(10)
+    assert looks["asleep"] > 100, looks
+    assert not wrong, (len(wrong), wrong[:5], looks)
+
+
 def test_a_running_greenlet_is_never_given_the_stack_of_the_greenlet_before_it(
     watchdog: Watchdog,
 ):
